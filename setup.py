@@ -1,0 +1,42 @@
+"""Builds the compiled core; without a compiler the pure-Python twins are used."""
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+CORE_MODULES = ["router"]
+
+
+class OptionalBuildExt(build_ext):
+    """A failed compile leaves a working install on the Python twins."""
+
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any toolchain failure
+            print(f"fastgw: compiled core not built ({exc}); using pure Python", file=sys.stderr)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            print(f"fastgw: {ext.name} not built ({exc}); using pure Python", file=sys.stderr)
+
+
+def extensions():
+    if os.environ.get("FASTGW_NO_EXTENSIONS"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        return []
+    return cythonize(
+        [f"fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
+        compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
+        quiet=True,
+    )
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
