@@ -1,0 +1,82 @@
+"""The ``fastgw`` command (SPEC section 2)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(
+        level=os.environ.get("FASTGW_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s fastgw[{os.getpid()}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def cmd_run(args) -> int:
+    from .workers import run
+
+    return run(args.config, args.workers)
+
+
+def cmd_check(args) -> int:
+    from .config import ConfigError, load_config
+    from .gateway import Snapshot, SnapshotError
+
+    try:
+        config = load_config(args.config)
+        Snapshot(config, None)
+    except (ConfigError, SnapshotError) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"{args.config}:0: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    routes = len(config.routes)
+    print(f"{args.config}: ok ({routes} route{'s' if routes != 1 else ''}, "
+          f"{len(config.services)} services)")
+    return 0
+
+
+def cmd_version(args) -> int:
+    from . import __version__, _core
+
+    core = "compiled" if _core.COMPILED else "pure Python"
+    why = " (FASTGW_NO_EXTENSIONS is set)" if _core.NO_EXTENSIONS else ""
+    print(f"fastgw {__version__} ({core} core{why}; Python {sys.version.split()[0]})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.port, args.admin_port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fastgw", description="API gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="serve a config until SIGTERM")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--workers", type=int, default=None)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("version", help="version and core in use")
+    p.set_defaults(func=cmd_version)
+
+    p = sub.add_parser("demo", help="a gateway, a demo upstream and ready-to-paste curl lines")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--admin-port", type=int, default=9901)
+    p.set_defaults(func=cmd_demo)
+
+    args = parser.parse_args(argv)
+    _setup_logging()
+    return args.func(args)

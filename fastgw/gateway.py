@@ -1,0 +1,389 @@
+"""The gateway of one process: listeners, the current snapshot, drain and reload.
+
+A ``Snapshot`` is everything the hot path reads, compiled once from a
+``Config``: the router, each route's checks and filter chains, the services
+with their pools. A reload builds a new snapshot and swaps the reference;
+requests already running keep the one they started with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import itertools
+import logging
+import os
+import socket
+import time
+
+from . import _core
+from .admin import AdminServer
+from .config import Config, load_config
+from .config.model import Route
+from .filters import POLICY, build_filter
+from .http.protocol import ClientProtocol
+from .logs import LineWriter, rfc3339_ms
+from .metrics import Metrics
+from .proxy import Exchange, handle
+from .upstream.service import ServiceRuntime
+
+log = logging.getLogger("fastgw")
+
+
+class SnapshotError(ValueError):
+    """A config that loads but cannot be served; ``errors`` as in ConfigError."""
+
+    def __init__(self, errors: list[tuple[str, int, str]]) -> None:
+        super().__init__("\n".join(f"{f}:{line}: {m}" for f, line, m in errors))
+        self.errors = errors
+
+
+class RouteRuntime:
+    __slots__ = (
+        "auth",
+        "checks",
+        "config",
+        "id",
+        "rate_limits",
+        "request_filters",
+        "response_filters",
+        "scopes",
+        "service",
+        "token_relay",
+    )
+
+    def __init__(self, route: Route, service: ServiceRuntime) -> None:
+        self.config = route
+        self.id = route.id
+        self.auth = route.auth
+        self.service = service
+        self.scopes: tuple[str, ...] = ()
+        self.rate_limits: tuple[str, ...] = ()
+        self.token_relay = False
+        request_filters = []
+        response_filters = []
+        for spec in route.filters:
+            if spec.name in POLICY:
+                if spec.name == "TokenRelay":
+                    self.token_relay = True
+                elif spec.name == "RequireScopes":
+                    self.scopes += spec.args
+                else:
+                    self.rate_limits += spec.args
+                continue
+            f = build_filter(spec.name, spec.args)
+            if f.has_request:
+                request_filters.append(f)
+            if f.has_response:
+                response_filters.append(f)
+        self.request_filters = tuple(request_filters)
+        self.response_filters = tuple(response_filters)
+        # Authentication, authorization and rate limiting plug in here, in that order.
+        self.checks: tuple = ()
+
+
+def route_spec(route: Route):
+    paths = methods = hosts = None
+    headers = []
+    for p in route.predicates:
+        if p.kind == "Path":
+            if paths is not None:
+                raise ValueError("one Path predicate per route (list patterns in it instead)")
+            paths = p.args
+        elif p.kind == "Method":
+            upper = tuple(m.upper() for m in p.args)
+            methods = upper if methods is None else tuple(m for m in methods if m in upper)
+        elif p.kind == "Host":
+            if hosts is not None:
+                raise ValueError("one Host predicate per route (list patterns in it instead)")
+            hosts = p.args
+        elif p.kind == "Header":
+            headers.append((p.args[0].lower(), p.args[1] if len(p.args) > 1 else ""))
+    return (paths, methods, hosts, tuple(headers))
+
+
+class Snapshot:
+    def __init__(self, config: Config, loop, previous: Snapshot | None = None) -> None:
+        self.config = config
+        self.limits = config.limits
+        errors = []
+        reusable = previous.services if previous is not None else {}
+        self.services: dict[str, ServiceRuntime] = {}
+        for name, service in config.services.items():
+            old = reusable.get(name)
+            self.services[name] = (
+                old if old is not None and old.config == service else ServiceRuntime(service, loop)
+            )
+        self.routes: list[RouteRuntime] = []
+        specs = []
+        for i, route in enumerate(config.routes):
+            where = (config.source, route.line, f"routes[{i}] ({route.id})")
+            try:
+                if route.auth != "none":
+                    raise ValueError(
+                        f"auth: {route.auth} is not available in this version of fastgw; "
+                        "use auth: none"
+                    )
+                specs.append(route_spec(route))
+                self.routes.append(RouteRuntime(route, self.services[route.service]))
+            except ValueError as exc:
+                errors.append((where[0], where[1], f"{where[2]}: {exc}"))
+        if not errors:
+            try:
+                self.router = _core.Router(specs)
+            except ValueError as exc:
+                errors.append((config.source, 0, f"routes: {exc}"))
+        if errors:
+            raise SnapshotError(errors)
+
+    def retired_services(self, newer: Snapshot) -> list[ServiceRuntime]:
+        kept = {id(s) for s in newer.services.values()}
+        return [s for s in self.services.values() if id(s) not in kept]
+
+
+def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+class Listening:
+    """One listening socket whose accepting pauses at max_connections."""
+
+    def __init__(self, gateway: Gateway, sock: socket.socket, scheme: str, ssl=None) -> None:
+        self.gateway = gateway
+        self.sock = sock
+        self.scheme = scheme
+        self.ssl = ssl
+        self.accepting = False
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    def resume(self) -> None:
+        if not self.accepting and self.sock.fileno() >= 0:
+            self.accepting = True
+            self.gateway.loop.add_reader(self.sock.fileno(), self._accept)
+
+    def pause(self) -> None:
+        if self.accepting:
+            self.accepting = False
+            self.gateway.loop.remove_reader(self.sock.fileno())
+
+    def close(self) -> None:
+        self.pause()
+        self.sock.close()
+
+    def _accept(self) -> None:
+        gateway = self.gateway
+        loop = gateway.loop
+        for _ in range(64):
+            if gateway.at_capacity():
+                gateway.pause_accepting()
+                return
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("accept failed: %s; pausing accepts for 1s", exc)
+                    self.pause()
+                    loop.call_later(1.0, self.resume)
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setblocking(False)
+            gateway.pending_accepts += 1
+            loop.create_task(self._serve(conn))
+
+    async def _serve(self, conn: socket.socket) -> None:
+        gateway = self.gateway
+        try:
+            await gateway.loop.connect_accepted_socket(
+                lambda: ClientProtocol(gateway, self.scheme), conn, ssl=self.ssl
+            )
+        except (TimeoutError, OSError) as exc:
+            log.debug("connection setup failed: %s", exc)
+            conn.close()
+        finally:
+            gateway.pending_accepts -= 1
+
+
+class Gateway:
+    """The gateway in one process (SPEC section 7): ``async with Gateway(config): ...``."""
+
+    exchange_class = Exchange
+
+    def __init__(self, config: Config | dict | str, *, reuse_port: bool = False,
+                 worker: int = 0) -> None:
+        if not isinstance(config, Config):
+            config = load_config(config)
+        self.config = config
+        self.reuse_port = reuse_port
+        self.worker = worker
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.snapshot: Snapshot | None = None
+        self.metrics = Metrics()
+        self.connections: set[ClientProtocol] = set()
+        self.pending_accepts = 0
+        self.listening: list[Listening] = []
+        self.admin: AdminServer | None = None
+        self.draining = False
+        self.ready = False
+        self.access_log: LineWriter | None = None
+        self._trusted = config.trusted_proxies
+        self._ids = itertools.count()
+        self._id_prefix = os.urandom(6).hex()
+        self._drained: asyncio.Event | None = None
+        self.pipeline = handle
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.snapshot = Snapshot(self.config, self.loop)
+        if self.config.access_log is not None:
+            self.access_log = LineWriter(self.config.access_log.path, name="access_log")
+        for listener in self.config.listeners:
+            sock = bind_socket(listener.host, listener.port, self.reuse_port)
+            scheme = "https" if listener.tls else "http"
+            if listener.tls is not None:
+                sock.close()
+                raise SnapshotError(
+                    [(self.config.source, listener.line,
+                      "listeners: tls is not available in this version of fastgw")]
+                )
+            self.listening.append(Listening(self, sock, scheme))
+        if self.config.admin is not None and self.worker == 0:
+            self.admin = AdminServer(self, self.config.admin)
+            await self.admin.start()
+        for listening in self.listening:
+            listening.resume()
+            host, port = listening.address
+            log.info("listening on %s://%s:%d", listening.scheme, host, port)
+        self.ready = True
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
+        if timeout is None:
+            timeout = self.config.drain_timeout
+        self.draining = True
+        self.ready = False
+        for listening in self.listening:
+            listening.close()
+        for conn in list(self.connections):
+            if conn.active is None and not conn.queue and conn.tunnel is None:
+                conn.close()
+        if self.connections:
+            self._drained = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except TimeoutError:
+                log.warning("drain timed out with %d connections open", len(self.connections))
+                for conn in list(self.connections):
+                    conn.abort()
+        if self.admin is not None:
+            await self.admin.stop()
+        for service in self.snapshot.services.values():
+            service.close()
+        if self.access_log is not None:
+            self.access_log.close()
+
+    async def __aenter__(self) -> Gateway:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def reload(self, config: Config) -> None:
+        """Swap in a new snapshot; raises (keeping the old one) if it cannot be built."""
+        snapshot = Snapshot(config, self.loop, previous=self.snapshot)
+        old = self.snapshot
+        self.snapshot = snapshot
+        self.config = config
+        self._trusted = config.trusted_proxies
+        for service in old.retired_services(snapshot):
+            # Idle connections go now; busy ones close when their exchange ends.
+            service.close()
+        if [(ln.host, ln.port, ln.tls) for ln in config.listeners] != [
+            (ln.host, ln.port, ln.tls) for ln in old.config.listeners
+        ]:
+            log.warning("listener changes need a restart; keeping the current listeners")
+
+    # -- what connections ask of the gateway ------------------------------------------
+
+    def at_capacity(self) -> bool:
+        return len(self.connections) + self.pending_accepts >= self.snapshot.limits.max_connections
+
+    def pause_accepting(self) -> None:
+        for listening in self.listening:
+            listening.pause()
+
+    def connection_opened(self, conn: ClientProtocol) -> None:
+        self.connections.add(conn)
+        if self.draining:
+            conn.close()
+
+    def connection_closed(self, conn: ClientProtocol) -> None:
+        self.connections.discard(conn)
+        if self.draining:
+            if not self.connections and self._drained is not None:
+                self._drained.set()
+        elif not self.at_capacity():
+            for listening in self.listening:
+                listening.resume()
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self._trusted:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self._trusted)
+
+    def new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):010x}"
+
+    def rejected_exchange(self, protocol, status: int, error: str | None) -> Exchange:
+        return Exchange.rejected(protocol, status, error)
+
+    def log_rejection(self, protocol, status: int, error: str | None, request_id: str) -> None:
+        self.metrics.requests.inc(("", "", status))
+        if self.access_log is not None:
+            self.access_log.write({
+                "ts": rfc3339_ms(time.time()),
+                "request_id": request_id,
+                "client_ip": protocol.client_ip,
+                "status": status,
+                "error": error,
+            })
+
+    def exchange_finished(self, ex: Exchange) -> None:
+        route = ex.route.id if ex.route is not None else ""
+        request = ex.request
+        method = request.method if request is not None else ""
+        elapsed = self.loop.time() - ex.started_at
+        self.metrics.requests.inc((route, method, ex.status))
+        self.metrics.request_duration.observe((route,), elapsed)
+        if self.access_log is not None:
+            self.access_log.write({
+                "ts": rfc3339_ms(time.time()),
+                "request_id": request.request_id if request else None,
+                "client_ip": ex.protocol.client_ip,
+                "method": method,
+                "path": request.path if request else None,
+                "route": route,
+                "status": ex.status,
+                "bytes": ex.response_bytes,
+                "duration_ms": round(elapsed * 1000, 3),
+            })

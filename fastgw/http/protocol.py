@@ -1,0 +1,430 @@
+"""The client side of the gateway: one asyncio protocol per downstream connection.
+
+Theory of operation. httptools parses bytes into requests; each complete
+request head becomes an ``Exchange`` queued on the connection. Exchanges run
+one at a time, in order (pipelined requests are answered in order); while one
+runs, later heads and bodies are parsed into the queue until the buffered
+body bytes or the queue length pass a high-water mark, then reading pauses.
+Every rule httptools is lenient about is checked here, before anything can
+reach an upstream. A rejected request ends the connection whenever its body
+could otherwise be read as the next request.
+
+Timers: one per connection. While a head is incomplete it is the header
+deadline (408); while the connection has nothing to do it is the idle
+deadline (silent close).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import deque
+
+import httptools
+
+from .headers import HOP_BY_HOP, Headers, connection_tokens
+from .request import Request
+from .status import error_response
+from .target import BadTarget, split_target
+
+BODY_HIGH_WATER = 256 * 1024
+BODY_LOW_WATER = 64 * 1024
+MAX_QUEUED = 16
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_IDENTITY_HEADERS = frozenset({"x-auth-subject", "x-auth-scopes"})
+_STRIPPED = HOP_BY_HOP | _IDENTITY_HEADERS | {"expect", "content-length"}
+
+
+class Rejected(Exception):
+    """A request the gateway answers itself; the connection is closed afterwards."""
+
+    def __init__(self, status: int, error: str | None = None) -> None:
+        super().__init__(status)
+        self.status = status
+        self.error = error
+
+
+class ClientProtocol(asyncio.Protocol):
+    def __init__(self, gateway, scheme: str = "http") -> None:
+        self.gateway = gateway
+        self.loop = gateway.loop
+        self.scheme = scheme
+        self.transport: asyncio.Transport | None = None
+        self.client_ip = ""
+        self.trusted = False
+        self.parser = httptools.HttpRequestParser(self)
+        self.closing = False
+        self.write_paused = False
+        self.read_paused = False
+        self.tunnel = None
+        self.queue: deque = deque()
+        self.active = None
+        self.reading = None  # the exchange whose body is being parsed
+        self.buffered = 0
+        self.requests = 0
+        # the request head being parsed
+        self._url: list[bytes] = []
+        self._url_len = 0
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._in_head = False
+        self._head_bytes = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
+        self._timer_kind = ""
+
+    # -- connection ----------------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
+        self.trusted = self.gateway.is_trusted(self.client_ip)
+        self.gateway.connection_opened(self)
+        self._arm("head", self.gateway.snapshot.limits.header_timeout)
+
+    def connection_lost(self, exc) -> None:
+        self.closing = True
+        self._disarm()
+        self.gateway.connection_closed(self)
+        if self.tunnel is not None:
+            self.tunnel.client_closed()
+        for ex in self.queue:
+            ex.client_gone()
+        if self.active is not None:
+            self.active.client_gone()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.active is not None:
+            self.active.pause_upstream()
+        if self.tunnel is not None:
+            self.tunnel.pause_upstream()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.active is not None:
+            self.active.resume_upstream()
+        if self.tunnel is not None:
+            self.tunnel.resume_upstream()
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_client(data)
+            return
+        if self.closing or self.parser is None:
+            return
+        if self.reading is not None and self.reading.upgrade_rest is not None:
+            self.reading.upgrade_rest.append(data)
+            self._pause_reading()
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except Rejected as exc:
+            self.reject(exc.status, exc.error)
+            return
+        except httptools.HttpParserUpgrade as exc:
+            self._upgrade(data[exc.args[0] :])
+            return
+        except httptools.HttpParserError:
+            self.reject(400, "malformed_request")
+            return
+        if self._in_head:
+            limits = self.gateway.snapshot.limits
+            if self._head_bytes > limits.max_request_line + limits.max_header_bytes + 4096:
+                self.reject(431 if self._url_len else 414)
+
+    # -- parser callbacks ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._url = []
+        self._url_len = 0
+        self._headers = []
+        self._header_bytes = 0
+        if self._timer_kind != "head":
+            self._arm("head", self.gateway.snapshot.limits.header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        self._url_len += len(url)
+        if self._url_len > self.gateway.snapshot.limits.max_request_line:
+            raise Rejected(414)
+        self._url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # trailer fields of a chunked body are dropped
+        limits = self.gateway.snapshot.limits
+        self._header_bytes += len(name) + len(value) + 4
+        self._headers.append((name, value))
+        if self._header_bytes > limits.max_header_bytes or len(self._headers) > limits.max_headers:
+            raise Rejected(431)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        self.requests += 1
+        ex = self._exchange()
+        self.reading = ex
+        self.queue.append(ex)
+        if len(self.queue) > MAX_QUEUED:
+            self._pause_reading()
+        if self.active is None:
+            self._run_next()
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.reading
+        ex.body_bytes += len(body)
+        if ex.body_bytes > self.gateway.snapshot.limits.max_body:
+            raise Rejected(413)
+        ex.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > BODY_HIGH_WATER:
+            self._pause_reading()
+        ex.wake_body()
+
+    def on_message_complete(self) -> None:
+        ex = self.reading
+        if ex is None:
+            return
+        ex.body_done = True
+        ex.keep_alive = ex.keep_alive and self.parser.should_keep_alive()
+        ex.wake_body()
+        if ex.upgrade_rest is None:
+            self.reading = None
+
+    # -- building the exchange ---------------------------------------------------
+
+    def _exchange(self):
+        parser = self.parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise Rejected(505)
+        method = parser.get_method().decode("ascii")
+        hosts = 0
+        host = ""
+        te = None
+        length = None
+        conn_values = []
+        expect = None
+        upgrade = None
+        request_id = None
+        items = []
+        for name, value in self._headers:
+            n = name.decode("latin-1")
+            v = value.decode("latin-1")
+            low = n.lower()
+            if low in _STRIPPED or low == "host" or low == "x-request-id":
+                if low == "host":
+                    hosts += 1
+                    host = v
+                elif low == "transfer-encoding":
+                    if te is not None:
+                        raise Rejected(400, "bad_transfer_encoding")
+                    te = v
+                elif low == "content-length":
+                    length = int(v)
+                elif low == "connection":
+                    conn_values.append(v)
+                elif low == "expect":
+                    expect = v
+                elif low == "upgrade":
+                    upgrade = v
+                elif low == "x-request-id" and request_id is None and _REQUEST_ID.match(v):
+                    request_id = v
+                continue
+            items.append((n, v))
+        if hosts != 1:
+            raise Rejected(400, "missing_host" if hosts == 0 else "duplicate_host")
+        # RFC 9112 section 6.1: chunked, alone, on HTTP/1.1 only.
+        if te is not None and (version != "1.1" or te.strip().lower() != "chunked"):
+            raise Rejected(400, "bad_transfer_encoding")
+        if any(c in host for c in " \t/\\@") or not host:
+            raise Rejected(400, "bad_host")
+        try:
+            path, query = split_target(b"".join(self._url))
+        except BadTarget as exc:
+            raise Rejected(400, str(exc).replace(" ", "_")) from None
+        limits = self.gateway.snapshot.limits
+        if length is not None and length > limits.max_body:
+            raise Rejected(413)
+        tokens = connection_tokens(conn_values) if conn_values else ()
+        headers = Headers(items)
+        if tokens:
+            headers.remove_all(tokens)
+        has_body = te is not None or bool(length)
+        websocket = False
+        if parser.should_upgrade():
+            if method == "CONNECT":
+                raise Rejected(405, "method_not_allowed")
+            if has_body:
+                raise Rejected(400, "upgrade_with_body")
+            websocket = (
+                upgrade is not None
+                and upgrade.strip().lower() == "websocket"
+                and method == "GET"
+                and version == "1.1"
+            )
+        if expect is not None:
+            if expect.strip().lower() != "100-continue":
+                raise Rejected(417, "expectation_failed")
+            if not has_body:
+                expect = None
+        if request_id is None:
+            request_id = self.gateway.new_request_id()
+        request = Request(
+            method, path, query, version, headers, host, self.client_ip, self.scheme, request_id
+        )
+        return self.gateway.exchange_class(
+            self,
+            request,
+            keep_alive=parser.should_keep_alive(),
+            chunked=te is not None,
+            length=length,
+            has_body=has_body,
+            expect_continue=expect is not None,
+            websocket=websocket,
+            client_xff=headers.getall("x-forwarded-for"),
+        )
+
+    def _upgrade(self, rest: bytes) -> None:
+        ex = self.reading
+        if ex is None:
+            self.reject(400, "malformed_request")
+            return
+        if ex.websocket:
+            ex.upgrade_rest = [rest] if rest else []
+            return
+        # Any other upgrade (h2c among them) is refused by serving the request as
+        # plain HTTP/1.1; it carried no body, so the rest is the next request.
+        self.reading = None
+        self.parser = httptools.HttpRequestParser(self)
+        if rest:
+            self.data_received(rest)
+
+    # -- running exchanges ----------------------------------------------------------
+
+    def _run_next(self) -> None:
+        if self.queue and not self.closing:
+            ex = self.queue.popleft()
+            self.active = ex
+            ex.start()
+            if self.read_paused and len(self.queue) <= MAX_QUEUED:
+                self.body_consumed(0)
+        elif not self.closing and not self._in_head:
+            self._arm("idle", self.gateway.snapshot.limits.idle_timeout)
+
+    def exchange_done(self, ex) -> None:
+        """Called by the active exchange once its response is completely written."""
+        self.active = None
+        if self.tunnel is not None:
+            return
+        if ex.body:
+            self.buffered -= sum(len(c) for c in ex.body)
+            ex.body.clear()
+        if not ex.keep_alive or not ex.body_done or self.gateway.draining:
+            self.close()
+            return
+        self._run_next()
+
+    def body_consumed(self, n: int) -> None:
+        self.buffered -= n
+        if self.read_paused and self.buffered < BODY_LOW_WATER and len(self.queue) <= MAX_QUEUED:
+            self._resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if not self.closing:
+            self.transport.write(data)
+
+    def writelines(self, data) -> None:
+        if not self.closing:
+            self.transport.writelines(data)
+
+    def reject(self, status: int, error: str | None = None) -> None:
+        """Answer a bad request, then close: nothing after it is parsed."""
+        if self.closing:
+            return
+        ex = self.reading
+        if ex is not None:
+            # The head was fine, the body was not (too large, bad chunking).
+            self.reading = None
+            self.parser = None
+            self.closing_after_queue()
+            ex.fail_request(status, error)
+            return
+        if self.active is not None or self.queue:
+            # Earlier requests are still being answered; answer this one in its turn.
+            self.queue.append(self.gateway.rejected_exchange(self, status, error))
+            self.parser = None
+            self.closing_after_queue()
+            return
+        request_id = self.gateway.new_request_id()
+        self.gateway.log_rejection(self, status, error, request_id)
+        self.transport.write(error_response(status, request_id, error=error, close=True))
+        self.close()
+
+    def closing_after_queue(self) -> None:
+        self._pause_reading()
+        self._in_head = False
+        self._disarm()
+
+    def close(self) -> None:
+        if not self.closing:
+            self.closing = True
+            self._disarm()
+            self.transport.close()
+
+    def resume_reading_for_tunnel(self) -> None:
+        self.read_paused = False
+        self.transport.resume_reading()
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.read_paused and not self.closing:
+            self.read_paused = False
+            self.transport.resume_reading()
+
+    # -- deadlines ------------------------------------------------------------------
+
+    def _arm(self, kind: str, timeout: float) -> None:
+        self._timer_kind = kind
+        self._deadline = self.loop.time() + timeout
+        if self._timer is None:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+        elif self._timer.when() > self._deadline:
+            self._timer.cancel()
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+
+    def _disarm(self) -> None:
+        self._timer_kind = ""
+
+    def _expired(self) -> None:
+        self._timer = None
+        if not self._timer_kind or self.closing:
+            return
+        if self.loop.time() < self._deadline:
+            self._timer = self.loop.call_at(self._deadline, self._expired)
+            return
+        if self._timer_kind == "head" and self.active is None and not self.queue:
+            self._disarm()
+            if self._in_head or self.requests == 0:
+                self.reject(408)
+            else:
+                self.close()
+        elif self._timer_kind == "idle" and self.active is None and not self.queue:
+            self.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.closing = True
+            self._disarm()
+            self.transport.abort()

@@ -1,0 +1,52 @@
+"""The request as filters and checks see it."""
+
+from .headers import Headers
+
+
+class Request:
+    __slots__ = (
+        "claims",
+        "client_ip",
+        "headers",
+        "host",
+        "method",
+        "path",
+        "path_vars",
+        "query",
+        "request_id",
+        "route_id",
+        "scheme",
+        "version",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        version: str,
+        headers: Headers,
+        host: str,
+        client_ip: str,
+        scheme: str,
+        request_id: str,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.version = version
+        self.headers = headers
+        self.host = host
+        self.client_ip = client_ip
+        self.scheme = scheme
+        self.request_id = request_id
+        self.route_id: str | None = None
+        self.path_vars: dict[str, str] | None = None
+        self.claims: dict | None = None
+
+    @property
+    def target(self) -> str:
+        return f"{self.path}?{self.query}" if self.query else self.path
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.target} id={self.request_id}>"

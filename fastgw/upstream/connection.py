@@ -1,0 +1,238 @@
+"""One keep-alive connection to an upstream instance, and the response it reads.
+
+The response is parsed with httptools and relayed to the client exchange as it
+arrives: head, body chunks, end. A connection goes back to its pool only
+after a complete, well-framed response to a completely sent request; anything
+ambiguous closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httptools
+
+UPSTREAM_FAILED = "upstream_failed"
+
+
+class UpstreamError(Exception):
+    """A failed exchange with an upstream, with the status the client gets."""
+
+    def __init__(self, status: int, reason: str, *, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.retryable = retryable
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_drain_waiter",
+        "_headers",
+        "_response_head_seen",
+        "_timer",
+        "closed",
+        "exchange",
+        "idle_since",
+        "last_read",
+        "loop",
+        "parser",
+        "pool",
+        "request_sent",
+        "reusable",
+        "transport",
+        "tunnel",
+        "write_paused",
+    )
+
+    def __init__(self, pool, loop: asyncio.AbstractEventLoop) -> None:
+        self.pool = pool
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.exchange = None
+        self.parser = None
+        self.closed = False
+        self.write_paused = False
+        self._drain_waiter: asyncio.Future | None = None
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._response_head_seen = False
+        self._timer: asyncio.TimerHandle | None = None
+        self.request_sent = False
+        self.reusable = False
+        self.idle_since = 0.0
+        self.last_read = 0.0
+        self.tunnel = None
+
+    # -- asyncio.Protocol -------------------------------------------------
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._cancel_timer()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if self.tunnel is not None:
+            self.tunnel.upstream_closed()
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            if self.parser is not None and not self._response_head_seen:
+                exchange.upstream_failed(
+                    UpstreamError(502, "upstream closed the connection", retryable=True), self
+                )
+            else:
+                # A close-delimited body ends here; any other framing was cut short.
+                exchange.upstream_eof(self)
+        else:
+            self.pool.forget(self)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.client.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.client.transport.resume_reading()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.from_upstream(data)
+            return
+        if self.exchange is None:
+            # Bytes nobody asked for: this connection can no longer be trusted.
+            self.reusable = False
+            self.transport.close()
+            return
+        self.last_read = self.loop.time()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0] :])
+        except UpstreamError as exc:
+            self._fail(exc)
+        except httptools.HttpParserError:
+            self._fail(UpstreamError(502, "malformed upstream response"))
+
+    # -- the exchange -----------------------------------------------------
+
+    def begin(self, exchange) -> None:
+        self.exchange = exchange
+        self.parser = httptools.HttpResponseParser(self)
+        self._headers = []
+        self._response_head_seen = False
+        self.request_sent = False
+        self.reusable = False
+
+    async def drain(self) -> None:
+        if self.write_paused and not self.closed:
+            self._drain_waiter = self.loop.create_future()
+            await self._drain_waiter
+            self._drain_waiter = None
+
+    def request_complete(self, response_timeout: float) -> None:
+        """The whole request is written; from now on the response head is due."""
+        self.request_sent = True
+        if not self._response_head_seen and self.exchange is not None:
+            self.last_read = self.loop.time()
+            self._timer = self.loop.call_at(self.last_read + response_timeout, self._timed_out,
+                                            response_timeout)
+
+    def _timed_out(self, response_timeout: float) -> None:
+        self._timer = None
+        if self.exchange is None or self.closed:
+            return
+        deadline = self.last_read + response_timeout
+        if self._response_head_seen and self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._timed_out, response_timeout)
+            return
+        self._fail(UpstreamError(504, "upstream timed out"))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _fail(self, error: UpstreamError) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self._cancel_timer()
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+        if exchange is not None:
+            exchange.upstream_failed(error, self)
+
+    def abandon(self) -> None:
+        """The client went away or the exchange was cut short: never reuse this."""
+        self.exchange = None
+        self._cancel_timer()
+        self.reusable = False
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        headers = self._headers
+        self._headers = []
+        if 100 <= status < 200 and status != 101:
+            return  # interim response (103, or a stray 100): not relayed
+        self._response_head_seen = True
+        chunked = False
+        length = None
+        for name, value in headers:
+            low = name.lower()
+            if low == b"transfer-encoding":
+                if chunked or value.strip().lower() != b"chunked":
+                    raise UpstreamError(502, "ambiguous upstream framing")
+                chunked = True
+            elif low == b"content-length":
+                length = int(value)
+        if chunked and length is not None:
+            raise UpstreamError(502, "ambiguous upstream framing")
+        if self.parser.get_http_version() not in ("1.1", "1.0"):
+            raise UpstreamError(502, "unsupported upstream HTTP version")
+        exchange = self.exchange
+        exchange.upstream_head(status, headers, chunked, length, self)
+        if exchange.method == "HEAD" and self.exchange is exchange:
+            # llhttp cannot be told the request was HEAD, so the head is the whole
+            # answer; a connection whose head promised a body is not trusted again.
+            self._finish(reusable=length == 0 and self.parser.should_keep_alive())
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._response_head_seen or self.exchange is None:
+            return
+        self._finish(reusable=self.request_sent and self.parser.should_keep_alive())
+
+    def _finish(self, reusable: bool) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self._cancel_timer()
+        self.reusable = reusable
+        exchange.upstream_complete(self)
+
+    def _upgraded(self, rest: bytes) -> None:
+        exchange = self.exchange
+        self.exchange = None
+        self._cancel_timer()
+        if exchange is None or self.parser.get_status_code() != 101:
+            self._fail(UpstreamError(502, "unexpected upstream upgrade"))
+            return
+        exchange.upstream_switched(self, rest)
