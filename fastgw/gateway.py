@@ -250,10 +250,16 @@ class Gateway:
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.snapshot = Snapshot(self.config, self.loop)
+        for service in self.snapshot.services.values():
+            service.start()
         if self.config.access_log is not None:
             self.access_log = LineWriter(self.config.access_log.path, name="access_log")
         for listener in self.config.listeners:
-            sock = bind_socket(listener.host, listener.port, self.reuse_port)
+            try:
+                sock = bind_socket(listener.host, listener.port, self.reuse_port)
+            except OSError as exc:
+                raise OSError(exc.errno, f"cannot listen on {listener.host}:{listener.port}: "
+                                         f"{exc.strerror}") from None
             scheme = "https" if listener.tls else "http"
             if listener.tls is not None:
                 sock.close()
@@ -310,6 +316,8 @@ class Gateway:
         old = self.snapshot
         self.snapshot = snapshot
         self.config = config
+        for service in snapshot.services.values():
+            service.start()
         self._trusted = config.trusted_proxies
         for service in old.retired_services(snapshot):
             # Idle connections go now; busy ones close when their exchange ends.

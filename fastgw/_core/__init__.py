@@ -1,28 +1,45 @@
 """The compiled hot path, with a pure-Python twin of each module.
 
-The choice is made here, once: ``FASTGW_NO_EXTENSIONS=1`` forces the Python
-twins, and so does a missing or broken compiled module.
+Each module NAME exists as ``_NAME_c`` (Cython) and ``_NAME_py`` (Python) with
+the same behaviour. The choice is made here, once: ``FASTGW_NO_EXTENSIONS=1``
+forces the Python twins, and so does a missing compiled module.
 """
 
+import importlib
 import os
 
-from . import _router_py
+MODULES = ("router",)
 
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
-_router_c = None
-if not NO_EXTENSIONS:
-    try:
-        from . import _router_c
-    except ImportError:
-        _router_c = None
 
-COMPILED = _router_c is not None
+def _load(name: str):
+    python = importlib.import_module(f"{__name__}._{name}_py")
+    compiled = None
+    if not NO_EXTENSIONS:
+        try:
+            compiled = importlib.import_module(f"{__name__}._{name}_c")
+        except ImportError:
+            compiled = None
+    return python, compiled
 
-Router = (_router_c or _router_py).Router
 
-IMPLEMENTATIONS = {"python": _router_py}
-if _router_c is not None:
-    IMPLEMENTATIONS["compiled"] = _router_c
+#: name -> {"python": module, "compiled": module (when built)}
+CORE: dict[str, dict[str, object]] = {}
+for _name in MODULES:
+    _py, _c = _load(_name)
+    CORE[_name] = {"python": _py, **({"compiled": _c} if _c is not None else {})}
 
-__all__ = ["COMPILED", "IMPLEMENTATIONS", "NO_EXTENSIONS", "Router"]
+COMPILED = all("compiled" in impls for impls in CORE.values())
+
+
+def active(name: str):
+    """The module in use for NAME: compiled when available, else its Python twin."""
+    impls = CORE[name]
+    return impls.get("compiled", impls["python"])
+
+
+IMPLEMENTATIONS = CORE["router"]
+Router = active("router").Router
+
+__all__ = ["COMPILED", "CORE", "IMPLEMENTATIONS", "MODULES", "NO_EXTENSIONS", "Router", "active"]

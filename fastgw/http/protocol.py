@@ -61,6 +61,7 @@ class ClientProtocol(asyncio.Protocol):
         self.queue: deque = deque()
         self.active = None
         self.reading = None  # the exchange whose body is being parsed
+        self.last = None  # the exchange of the latest head
         self.buffered = 0
         self.requests = 0
         # the request head being parsed
@@ -124,14 +125,16 @@ class ClientProtocol(asyncio.Protocol):
             self._head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except Rejected as exc:
-            self.reject(exc.status, exc.error)
-            return
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[exc.args[0] :])
             return
-        except httptools.HttpParserError:
-            self.reject(400, "malformed_request")
+        except httptools.HttpParserError as exc:
+            # Our own verdicts raised in callbacks arrive as the error's context.
+            cause = exc.__context__
+            if isinstance(cause, Rejected):
+                self.reject(cause.status, cause.error)
+            else:
+                self.reject(400, "malformed_request")
             return
         if self._in_head:
             limits = self.gateway.snapshot.limits
@@ -170,7 +173,7 @@ class ClientProtocol(asyncio.Protocol):
         self._disarm()
         self.requests += 1
         ex = self._exchange()
-        self.reading = ex
+        self.reading = self.last = ex
         self.queue.append(ex)
         if len(self.queue) > MAX_QUEUED:
             self._pause_reading()
@@ -195,8 +198,7 @@ class ClientProtocol(asyncio.Protocol):
         ex.body_done = True
         ex.keep_alive = ex.keep_alive and self.parser.should_keep_alive()
         ex.wake_body()
-        if ex.upgrade_rest is None:
-            self.reading = None
+        self.reading = None
 
     # -- building the exchange ---------------------------------------------------
 
@@ -283,7 +285,7 @@ class ClientProtocol(asyncio.Protocol):
         return self.gateway.exchange_class(
             self,
             request,
-            keep_alive=parser.should_keep_alive(),
+            keep_alive=parser.should_keep_alive() and not websocket,
             chunked=te is not None,
             length=length,
             has_body=has_body,
@@ -293,11 +295,13 @@ class ClientProtocol(asyncio.Protocol):
         )
 
     def _upgrade(self, rest: bytes) -> None:
-        ex = self.reading
-        if ex is None:
+        ex = self.last
+        if ex is None or not ex.body_done:
             self.reject(400, "malformed_request")
             return
         if ex.websocket:
+            # Bytes after the head belong to the tunnel, if the upstream agrees to one.
+            self.reading = ex
             ex.upgrade_rest = [rest] if rest else []
             return
         # Any other upgrade (h2c among them) is refused by serving the request as

@@ -116,10 +116,11 @@ class UpstreamConnection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
-        except UpstreamError as exc:
-            self._fail(exc)
-        except httptools.HttpParserError:
-            self._fail(UpstreamError(502, "malformed upstream response"))
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if not isinstance(cause, UpstreamError):
+                cause = UpstreamError(502, "malformed upstream response")
+            self._fail(cause)
 
     # -- the exchange -----------------------------------------------------
 
