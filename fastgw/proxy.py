@@ -44,6 +44,7 @@ class Exchange:
         "keep_alive",
         "length",
         "method",
+        "out",
         "preset",
         "protocol",
         "request",
@@ -90,6 +91,7 @@ class Exchange:
         self.response_started = False
         self.response_bytes = 0
         self.framing = NONE
+        self.out: list[bytes] = []
         self.status = 0
         self.route = None
         self.upstream = None
@@ -277,19 +279,27 @@ class Exchange:
         elif request.version == "1.0":
             out.append(b"Connection: keep-alive\r\n")
         out.append(b"\r\n")
-        self.protocol.writelines(out)
+        self.out += out
 
     def upstream_body(self, chunk: bytes) -> None:
         self.response_bytes += len(chunk)
         if self.framing == CHUNKED:
-            self.protocol.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            self.out += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
         elif self.framing != NONE:
-            self.protocol.write(chunk)
+            self.out.append(chunk)
 
     def upstream_complete(self, conn) -> None:
         if self.framing == CHUNKED:
-            self.protocol.write(b"0\r\n\r\n")
+            self.out.append(b"0\r\n\r\n")
+        self.flush()
         self._resolve(None)
+
+    def flush(self) -> None:
+        """One write per upstream read: the response head, body and end together."""
+        out = self.out
+        if out:
+            self.protocol.write(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     def upstream_eof(self, conn) -> None:
         if self.until_close:
@@ -298,6 +308,7 @@ class Exchange:
             self.upstream_failed(UpstreamError(502, "upstream response cut short"), conn)
 
     def upstream_failed(self, error: UpstreamError, conn) -> None:
+        self.flush()
         if self.response_started:
             # Bytes of this response are already out: the only honest signal left
             # is to cut the client connection.
@@ -306,6 +317,7 @@ class Exchange:
         self._resolve(error)
 
     def upstream_switched(self, conn, rest: bytes) -> None:
+        self.flush()
         self._resolve(("switched", conn, rest))
 
     def _resolve(self, outcome) -> None:

@@ -106,7 +106,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel is not None:
             self.tunnel.from_upstream(data)
             return
-        if self.exchange is None:
+        exchange = self.exchange
+        if exchange is None:
             # Bytes nobody asked for: this connection can no longer be trusted.
             self.reusable = False
             self.transport.close()
@@ -114,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
+            exchange.flush()
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
         except httptools.HttpParserError as exc:
