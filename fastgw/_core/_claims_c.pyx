@@ -1,0 +1,165 @@
+"""Compiled twin of ``_claims_py``: the same checks in the same order on C
+doubles and borrowed dict lookups. See ``_claims_py`` for the rules."""
+
+from cpython.dict cimport PyDict_GetItem
+from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
+from cpython.list cimport PyList_CheckExact
+from cpython.long cimport PyLong_CheckExact
+from cpython.object cimport PyObject
+from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Find, PyUnicode_FindChar
+from libc.math cimport isfinite
+
+
+cdef extern from "Python.h":
+    # Declared here without an exception clause: an overflow is a verdict
+    # (malformed), cleared in place instead of raised and caught.
+    double PyLong_AsDouble(object value)
+    PyObject* PyErr_Occurred()
+    void PyErr_Clear()
+
+
+cdef enum:
+    C_OK = 0
+    C_MALFORMED_TOKEN = 2
+    C_EXPIRED = 6
+    C_NOT_YET_VALID = 7
+    C_BAD_ISSUER = 8
+    C_BAD_AUDIENCE = 9
+
+OK = C_OK
+MALFORMED_TOKEN = C_MALFORMED_TOKEN
+EXPIRED = C_EXPIRED
+NOT_YET_VALID = C_NOT_YET_VALID
+BAD_ISSUER = C_BAD_ISSUER
+BAD_AUDIENCE = C_BAD_AUDIENCE
+
+cdef frozenset _NO_SCOPES = frozenset()
+
+
+cdef inline bint _number(PyObject* item, double* out) noexcept:
+    cdef object value = <object>item
+    cdef double number
+    if PyFloat_CheckExact(value):
+        number = PyFloat_AS_DOUBLE(value)
+    elif PyLong_CheckExact(value):
+        number = PyLong_AsDouble(value)
+        if number == -1.0 and PyErr_Occurred() != NULL:
+            PyErr_Clear()
+            return False
+    else:
+        return False
+    out[0] = number
+    return isfinite(number)
+
+
+cdef int check(dict claims, double now, double leeway, str issuer, tuple audiences) except -1:
+    cdef double exp, nbf = 0.0, iat = 0.0, later
+    cdef PyObject* item = PyDict_GetItem(claims, "exp")
+    if item == NULL or not _number(item, &exp):
+        return C_MALFORMED_TOKEN
+    cdef PyObject* nbf_item = PyDict_GetItem(claims, "nbf")
+    if nbf_item != NULL and not _number(nbf_item, &nbf):
+        return C_MALFORMED_TOKEN
+    cdef PyObject* iat_item = PyDict_GetItem(claims, "iat")
+    if iat_item != NULL and not _number(iat_item, &iat):
+        return C_MALFORMED_TOKEN
+    cdef PyObject* aud_item = PyDict_GetItem(claims, "aud")
+    cdef object aud = None
+    if aud_item != NULL:
+        aud = <object>aud_item
+        if not PyUnicode_CheckExact(aud):
+            if not PyList_CheckExact(aud):
+                return C_MALFORMED_TOKEN
+            for entry in <list>aud:
+                if not PyUnicode_CheckExact(entry):
+                    return C_MALFORMED_TOKEN
+    if now >= exp + leeway:
+        return C_EXPIRED
+    later = now + leeway
+    if (nbf_item != NULL and nbf > later) or (iat_item != NULL and iat > later):
+        return C_NOT_YET_VALID
+    item = PyDict_GetItem(claims, "iss")
+    if item == NULL or not PyUnicode_CheckExact(<object>item) or <str><object>item != issuer:
+        return C_BAD_ISSUER
+    if audiences:
+        if aud_item == NULL:
+            return C_BAD_AUDIENCE
+        if PyUnicode_CheckExact(aud):
+            return C_OK if aud in audiences else C_BAD_AUDIENCE
+        for entry in <list>aud:
+            if entry in audiences:
+                return C_OK
+        return C_BAD_AUDIENCE
+    return C_OK
+
+
+cdef frozenset scopes(dict claims):
+    cdef PyObject* item = PyDict_GetItem(claims, "scope")
+    cdef object value
+    if item == NULL:
+        item = PyDict_GetItem(claims, "scp")
+        if item == NULL:
+            return _NO_SCOPES
+        value = <object>item
+        if PyList_CheckExact(value):
+            return frozenset([entry for entry in <list>value if PyUnicode_CheckExact(entry)])
+    else:
+        value = <object>item
+    if PyUnicode_CheckExact(value):
+        return frozenset([word for word in (<str>value).split(" ") if word])
+    return _NO_SCOPES
+
+
+def check_claims(dict claims not None, double now, double leeway, str issuer not None,
+                 tuple audiences not None):
+    return check(claims, now, leeway, issuer, audiences)
+
+
+def scopes_of(dict claims not None):
+    return scopes(claims)
+
+
+cdef bint _has_word(str text, str word) except -1:
+    """Whether WORD is one of the space-separated words of TEXT, found in place."""
+    cdef Py_ssize_t size = len(text), length = len(word), at = 0
+    if length == 0 or PyUnicode_FindChar(word, 32, 0, length, 1) >= 0:
+        return False
+    while True:
+        at = PyUnicode_Find(text, word, at, size, 1)
+        if at < 0:
+            return False
+        if (at == 0 or text[at - 1] == 32) and (at + length == size or text[at + length] == 32):
+            return True
+        at += 1
+
+
+def missing_scopes(dict claims not None, tuple required not None):
+    if not required:
+        return ()
+    cdef object text = None, names = None
+    cdef PyObject* item = PyDict_GetItem(claims, "scope")
+    if item != NULL:
+        if PyUnicode_CheckExact(<object>item):
+            text = <object>item
+    else:
+        item = PyDict_GetItem(claims, "scp")
+        if item != NULL:
+            if PyUnicode_CheckExact(<object>item):
+                text = <object>item
+            elif PyList_CheckExact(<object>item):
+                names = <object>item
+    cdef list missing = []
+    cdef str name
+    cdef bint found
+    for name in required:
+        if name.startswith("SCOPE_"):
+            name = name[6:]
+        if text is not None:
+            found = _has_word(<str>text, name)
+        elif names is not None:
+            found = name in <list>names
+        else:
+            found = False
+        if not found:
+            missing.append(name)
+    return tuple(missing)

@@ -1,0 +1,127 @@
+"""JWT claim checks (RFC 7519 section 4.1, RFC 8725) and scopes.
+
+Pure-Python twin of ``_claims_c``. Results are ``fastgw.auth.codes.AuthCode``
+values as plain ints, so this layer imports nothing from above it.
+
+``check_claims`` looks at the claims in a fixed order, so a token with several
+faults always gets the same code:
+
+1. ``exp`` missing, or any of ``exp``/``nbf``/``iat`` not a finite JSON number
+   (int or float; never bool or text), or ``aud`` neither a string nor an
+   array of strings: MALFORMED_TOKEN. A token without ``exp`` never expires,
+   which no profile here accepts, so it is malformed rather than expired;
+2. ``now >= exp + leeway``: EXPIRED (RFC 7519: now must be *before* exp);
+3. ``nbf > now + leeway`` or ``iat > now + leeway``: NOT_YET_VALID;
+4. ``iss`` not a string equal to ``issuer``: BAD_ISSUER;
+5. with ``audiences`` configured, ``aud`` missing or holding none of them:
+   BAD_AUDIENCE. With no ``audiences`` the audience is not checked.
+
+Numbers are compared as doubles: an integer too large for one is malformed.
+
+Scopes come from ``scope`` (space-separated text) when the claim is present,
+else from ``scp`` (array of strings, or space-separated text); other types
+grant nothing. ``missing_scopes`` strips one ``SCOPE_`` prefix from each
+required name and compares exactly: a token scope ``SCOPE_x`` does not grant
+``x``.
+"""
+
+from __future__ import annotations
+
+OK = 0
+MALFORMED_TOKEN = 2
+EXPIRED = 6
+NOT_YET_VALID = 7
+BAD_ISSUER = 8
+BAD_AUDIENCE = 9
+
+_INF = float("inf")
+_ABSENT = object()
+_SCOPE_PREFIX = "SCOPE_"
+
+
+def _number(value: object) -> float | None:
+    if type(value) is float:
+        number = value
+    elif type(value) is int:
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+    else:
+        return None
+    return number if -_INF < number < _INF else None
+
+
+def check_claims(
+    claims: dict, now: float, leeway: float, issuer: str, audiences: tuple[str, ...]
+) -> int:
+    now = float(now)
+    leeway = float(leeway)
+    exp = _number(claims.get("exp"))
+    if exp is None:
+        return MALFORMED_TOKEN
+    nbf = claims.get("nbf", _ABSENT)
+    if nbf is not _ABSENT:
+        nbf = _number(nbf)
+        if nbf is None:
+            return MALFORMED_TOKEN
+    iat = claims.get("iat", _ABSENT)
+    if iat is not _ABSENT:
+        iat = _number(iat)
+        if iat is None:
+            return MALFORMED_TOKEN
+    aud = claims.get("aud", _ABSENT)
+    if aud is not _ABSENT and type(aud) is not str:
+        if type(aud) is not list:
+            return MALFORMED_TOKEN
+        for item in aud:
+            if type(item) is not str:
+                return MALFORMED_TOKEN
+    if now >= exp + leeway:
+        return EXPIRED
+    later = now + leeway
+    if (nbf is not _ABSENT and nbf > later) or (iat is not _ABSENT and iat > later):
+        return NOT_YET_VALID
+    iss = claims.get("iss")
+    if type(iss) is not str or iss != issuer:
+        return BAD_ISSUER
+    if audiences:
+        if aud is _ABSENT:
+            return BAD_AUDIENCE
+        if type(aud) is str:
+            if aud not in audiences:
+                return BAD_AUDIENCE
+        else:
+            for item in aud:
+                if item in audiences:
+                    return OK
+            return BAD_AUDIENCE
+    return OK
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in text.split(" ") if word]
+
+
+def scopes_of(claims: dict) -> frozenset[str]:
+    scope = claims.get("scope", _ABSENT)
+    if scope is _ABSENT:
+        scope = claims.get("scp", _ABSENT)
+        if type(scope) is list:
+            return frozenset([item for item in scope if type(item) is str])
+    if type(scope) is str:
+        return frozenset(_words(scope))
+    return frozenset()
+
+
+def missing_scopes(claims: dict, required: tuple[str, ...]) -> tuple[str, ...]:
+    if not required:
+        return ()
+    granted = scopes_of(claims)
+    missing = []
+    for name in required:
+        if name.startswith(_SCOPE_PREFIX):
+            name = name[len(_SCOPE_PREFIX) :]
+        if name not in granted:
+            missing.append(name)
+    return tuple(missing)

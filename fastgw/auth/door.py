@@ -1,0 +1,159 @@
+"""Authentication and authorization at the door: the checks routes run.
+
+``Authenticator`` owns the providers' key sets (kept across reloads) and the
+verified-token cache. For a route it builds the checks the pipeline runs in
+order: ``authenticate`` (one bearer token, verified) and ``authorize`` (the
+route's ``RequireScopes``). A check returns None to let the request on, a
+``Rejection`` to answer it, or an awaitable of either (only when a token names
+a key the provider may have just published).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from .._core import active
+from ..config.model import Auth
+from ..proxy import Rejection
+from .codes import VERDICTS, AuthCode, www_authenticate
+from .jwks import ProviderKeys
+from .verifier import ProviderVerifier, Result, TokenVerifier
+
+log = logging.getLogger("fastgw.auth")
+
+MAX_TOKEN = 8 * 1024
+
+_claims = active("claims")
+_scopes_of = _claims.scopes_of
+_missing_scopes = _claims.missing_scopes
+
+
+def bearer_token(request) -> tuple[AuthCode, str | None]:
+    """The one bearer credential of a request (RFC 6750 section 2.1)."""
+    values = request.headers.getall("authorization")
+    in_query = request.query and _has_access_token(request.query)
+    if not values:
+        return AuthCode.MISSING_TOKEN, None
+    if len(values) > 1 or in_query:
+        return AuthCode.TWO_CREDENTIALS, None
+    scheme, _, token = values[0].strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return AuthCode.MISSING_TOKEN, None
+    token = token.strip(" ")
+    if not token:
+        return AuthCode.MALFORMED_TOKEN, None
+    if len(token) > MAX_TOKEN or " " in token or "," in token:
+        return AuthCode.MALFORMED_TOKEN, None
+    return AuthCode.OK, token
+
+
+def _has_access_token(query: str) -> bool:
+    return any(part.split("=", 1)[0] == "access_token" for part in query.split("&"))
+
+
+class Authenticator:
+    def __init__(self, auth: Auth, *, metrics, audit, previous: Authenticator | None = None):
+        self.metrics = metrics
+        self.audit = audit
+        old = previous.keys if previous is not None else {}
+        self.keys: dict[str, ProviderKeys] = {
+            p.name: ProviderKeys(p, on_refresh=self._refreshed, previous=old.get(p.name))
+            for p in auth.providers
+        }
+        self.verifier = TokenVerifier(
+            [ProviderVerifier(p, self._getter(self.keys[p.name])) for p in auth.providers]
+        )
+
+    @staticmethod
+    def _getter(keys: ProviderKeys):
+        return lambda: keys.keyset
+
+    def _refreshed(self, provider: str, result: str) -> None:
+        self.metrics.jwks_refresh.inc((provider, result))
+
+    @property
+    def ready(self) -> bool:
+        return all(k.ready for k in self.keys.values())
+
+    async def start(self) -> None:
+        await asyncio.gather(*(k.start() for k in self.keys.values()))
+
+    async def stop(self) -> None:
+        for keys in self.keys.values():
+            result = keys.stop()
+            if asyncio.iscoroutine(result):
+                await result
+
+    # -- the checks ------------------------------------------------------------
+
+    def authenticate(self, ex):
+        code, token = bearer_token(ex.request)
+        if code:
+            return self.reject(ex, code)
+        result = self.verifier.verify(token)
+        if result.code == AuthCode.OK:
+            self.accept(ex, result)
+            return None
+        if result.unknown_kid and result.provider in self.keys:
+            return self._after_refresh(ex, token, result)
+        return self.reject(ex, result.code, result)
+
+    async def _after_refresh(self, ex, token: str, result: Result):
+        if await self.keys[result.provider].refresh_for_kid(result.kid):
+            result = self.verifier.verify(token)
+            if result.code == AuthCode.OK:
+                self.accept(ex, result)
+                return None
+        return self.reject(ex, result.code, result)
+
+    def authorizer(self, scopes: tuple[str, ...]):
+        required = tuple(s[6:] if s.startswith("SCOPE_") else s for s in scopes)
+        challenge = www_authenticate(AuthCode.INSUFFICIENT_SCOPE, required)
+
+        def authorize(ex):
+            claims = ex.request.claims
+            if claims is not None and not _missing_scopes(claims, scopes):
+                return None
+            return self.reject(ex, AuthCode.INSUFFICIENT_SCOPE, challenge=challenge)
+
+        return authorize
+
+    # -- verdicts -----------------------------------------------------------------
+
+    def accept(self, ex, result: Result) -> None:
+        request = ex.request
+        request.claims = result.claims
+        headers = request.headers
+        if result.sub is not None:
+            headers.add("X-Auth-Subject", result.sub)
+        scopes = _scopes_of(result.claims)
+        if scopes:
+            headers.add("X-Auth-Scopes", " ".join(sorted(scopes)))
+
+    def reject(self, ex, code: AuthCode, result: Result | None = None, *,
+               challenge: str | None = None) -> Rejection:
+        verdict = VERDICTS[code]
+        self.metrics.auth_failures.inc((verdict.metric_label,))
+        claims = ex.request.claims
+        sub = result.sub if result is not None else None
+        if sub is None and claims is not None:
+            sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
+        self.audit.record(
+            ex,
+            event=verdict.audit_event,
+            reason=verdict.audit_reason,
+            status=verdict.status,
+            sub=sub,
+            iss=result.iss if result is not None else _str(claims, "iss"),
+            kid=result.kid if result is not None else None,
+        )
+        value = challenge or verdict.www_authenticate
+        return Rejection(verdict.status, headers=(("WWW-Authenticate", value),) if value else ())
+
+
+def _str(claims: dict | None, name: str) -> str | None:
+    if claims is None:
+        return None
+    value = claims.get(name)
+    return value if isinstance(value, str) else None

@@ -1,0 +1,247 @@
+"""Claim checks and scopes, on both implementations, and a test that they agree."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fastgw._core import CORE
+from fastgw.auth.codes import AuthCode
+
+IMPLEMENTATIONS = CORE["claims"]
+NOW = 1_700_000_000.0
+ISS = "https://idp.example.com/realms/corp"
+AUD = ("orders-api", "billing-api")
+
+
+@pytest.fixture(params=sorted(IMPLEMENTATIONS))
+def claims_module(request):
+    return IMPLEMENTATIONS[request.param]
+
+
+def valid(**changes):
+    claims = {"iss": ISS, "sub": "alice", "aud": "orders-api", "exp": NOW + 300, "iat": NOW}
+    for name, value in changes.items():
+        if value is ...:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
+def check(module, claims, now=NOW, leeway=30.0, issuer=ISS, audiences=AUD):
+    return AuthCode(module.check_claims(claims, now, leeway, issuer, audiences))
+
+
+def test_codes_match_authcode(claims_module):
+    for name in ("OK", "MALFORMED_TOKEN", "EXPIRED", "NOT_YET_VALID", "BAD_ISSUER", "BAD_AUDIENCE"):
+        value = getattr(claims_module, name)
+        assert type(value) is int and value == AuthCode[name].value
+
+
+def test_valid(claims_module):
+    assert check(claims_module, valid()) is AuthCode.OK
+    assert check(claims_module, valid(nbf=NOW, iat=...)) is AuthCode.OK
+    assert check(claims_module, valid(exp=int(NOW) + 300)) is AuthCode.OK
+
+
+@pytest.mark.parametrize(
+    "exp",
+    [
+        ...,
+        None,
+        "2000000000",
+        str(NOW + 300),
+        True,
+        False,
+        [NOW + 300],
+        {"v": 1},
+        math.nan,
+        math.inf,
+        -math.inf,
+        10**400,
+    ],
+)
+def test_exp_missing_or_not_a_number_is_malformed(claims_module, exp):
+    assert check(claims_module, valid(exp=exp)) is AuthCode.MALFORMED_TOKEN
+
+
+@pytest.mark.parametrize("name", ["nbf", "iat"])
+@pytest.mark.parametrize("value", [None, "0", True, [], math.nan, math.inf, -(10**400)])
+def test_nbf_iat_present_must_be_numbers(claims_module, name, value):
+    assert check(claims_module, valid(**{name: value})) is AuthCode.MALFORMED_TOKEN
+
+
+def test_exp_edges(claims_module):
+    exp = NOW + 100
+    # RFC 7519 4.1.4: now must be before exp (plus leeway)
+    assert check(claims_module, valid(exp=exp), now=exp + 29.999) is AuthCode.OK
+    assert check(claims_module, valid(exp=exp), now=exp + 30) is AuthCode.EXPIRED
+    assert check(claims_module, valid(exp=exp), now=exp + 31) is AuthCode.EXPIRED
+    assert check(claims_module, valid(exp=exp), now=exp - 0.001, leeway=0) is AuthCode.OK
+    assert check(claims_module, valid(exp=exp), now=exp, leeway=0) is AuthCode.EXPIRED
+    assert check(claims_module, valid(exp=int(exp)), now=exp, leeway=0) is AuthCode.EXPIRED
+    assert check(claims_module, valid(exp=0), now=NOW) is AuthCode.EXPIRED
+    assert check(claims_module, valid(exp=-1e300), now=NOW) is AuthCode.EXPIRED
+
+
+@pytest.mark.parametrize("name", ["nbf", "iat"])
+def test_future_nbf_iat_edges(claims_module, name):
+    assert check(claims_module, valid(**{name: NOW + 30})) is AuthCode.OK
+    assert check(claims_module, valid(**{name: NOW + 30.001})) is AuthCode.NOT_YET_VALID
+    assert check(claims_module, valid(**{name: NOW + 3600})) is AuthCode.NOT_YET_VALID
+    assert check(claims_module, valid(**{name: NOW + 1}), leeway=0) is AuthCode.NOT_YET_VALID
+    assert check(claims_module, valid(**{name: NOW}), leeway=0) is AuthCode.OK
+    assert check(claims_module, valid(**{name: 0})) is AuthCode.OK
+
+
+@pytest.mark.parametrize("iss", [..., None, "", ISS + "/", ISS.upper(), " " + ISS, [ISS], 1])
+def test_issuer_exact(claims_module, iss):
+    assert check(claims_module, valid(iss=iss)) is AuthCode.BAD_ISSUER
+
+
+def test_audience(claims_module):
+    assert check(claims_module, valid(aud="billing-api")) is AuthCode.OK
+    assert check(claims_module, valid(aud=["other", "orders-api"])) is AuthCode.OK
+    assert check(claims_module, valid(aud="other")) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud="Orders-API")) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud="orders-api ")) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud=["other", "more"])) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud=[])) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud=...)) is AuthCode.BAD_AUDIENCE
+    assert check(claims_module, valid(aud="orders-api billing-api")) is AuthCode.BAD_AUDIENCE
+
+
+@pytest.mark.parametrize("aud", [None, 1, True, {"orders-api": 1}, ["orders-api", 1], [None]])
+def test_audience_of_the_wrong_type_is_malformed(claims_module, aud):
+    assert check(claims_module, valid(aud=aud)) is AuthCode.MALFORMED_TOKEN
+    assert check(claims_module, valid(aud=aud), audiences=()) is AuthCode.MALFORMED_TOKEN
+
+
+def test_no_configured_audiences_skips_the_audience_check(claims_module):
+    assert check(claims_module, valid(aud="anything"), audiences=()) is AuthCode.OK
+    assert check(claims_module, valid(aud=...), audiences=()) is AuthCode.OK
+    assert check(claims_module, valid(aud=[]), audiences=()) is AuthCode.OK
+
+
+def test_order_of_checks(claims_module):
+    everything_wrong = {"exp": NOW - 100, "nbf": NOW + 100, "iss": "x", "aud": "y"}
+    assert check(claims_module, everything_wrong) is AuthCode.EXPIRED
+    assert check(claims_module, {**everything_wrong, "iat": "x"}) is AuthCode.MALFORMED_TOKEN
+    assert check(claims_module, {**everything_wrong, "exp": NOW + 100}) is AuthCode.NOT_YET_VALID
+    assert check(claims_module, {"exp": NOW + 100, "iss": "x", "aud": "y"}) is AuthCode.BAD_ISSUER
+    assert check(claims_module, {"exp": NOW + 100, "iss": ISS, "aud": "y"}) is AuthCode.BAD_AUDIENCE
+
+
+def test_wrong_argument_types_raise(claims_module):
+    with pytest.raises((TypeError, AttributeError)):
+        claims_module.check_claims(None, NOW, 30.0, ISS, AUD)
+
+
+# -- scopes -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("claims", "scopes"),
+    [
+        ({}, set()),
+        ({"scope": "read_orders write_orders"}, {"read_orders", "write_orders"}),
+        ({"scope": "  a   b "}, {"a", "b"}),
+        ({"scope": ""}, set()),
+        ({"scope": "a\tb"}, {"a\tb"}),  # only spaces separate
+        ({"scp": ["a", "b c"]}, {"a", "b c"}),
+        ({"scp": "a b"}, {"a", "b"}),
+        ({"scp": ["a", 1, None, ["b"]]}, {"a"}),
+        ({"scp": {"a": 1}}, set()),
+        ({"scope": ["a", "b"]}, set()),  # scope is text only
+        ({"scope": "a", "scp": ["b"]}, {"a"}),  # scope, when present, wins
+        ({"scope": None, "scp": ["b"]}, set()),
+        ({"scope": 1}, set()),
+    ],
+)
+def test_scopes_of(claims_module, claims, scopes):
+    result = claims_module.scopes_of(claims)
+    assert type(result) is frozenset and result == scopes
+
+
+def test_missing_scopes(claims_module):
+    claims = {"scope": "read_orders SCOPE_write_orders Admin"}
+    missing = claims_module.missing_scopes
+    assert missing(claims, ()) == ()
+    assert missing(claims, ("read_orders",)) == ()
+    assert missing(claims, ("SCOPE_read_orders",)) == ()
+    assert missing(claims, ("write_orders",)) == ("write_orders",)  # SCOPE_x does not grant x
+    assert missing(claims, ("SCOPE_write_orders",)) == ("write_orders",)
+    assert missing(claims, ("SCOPE_SCOPE_write_orders",)) == ()  # one prefix stripped
+    assert missing(claims, ("admin",)) == ("admin",)  # case-sensitive
+    assert missing(claims, ("read",)) == ("read",)
+    assert missing(claims, ("b", "read_orders", "a")) == ("b", "a")
+    assert missing({"scp": ["x", "y"]}, ("x", "SCOPE_y", "z")) == ("z",)
+    assert missing({}, ("x",)) == ("x",)
+    assert type(missing(claims, ("zz",))) is tuple
+
+
+@pytest.mark.parametrize(
+    ("scope", "name", "granted"),
+    [
+        ("ab a", "a", True),
+        ("ab", "a", False),
+        ("ab", "b", False),
+        ("ba", "a", False),
+        ("x  a", "a", True),
+        (" a ", "a", True),
+        ("a b", "a b", False),
+        ("a", "", False),
+        ("", "", False),
+        ("a_b", "a", False),
+        ("SCOPE_a", "a", False),
+    ],
+)
+def test_scope_words(claims_module, scope, name, granted):
+    for claims in ({"scope": scope}, {"scp": scope}):
+        assert (claims_module.missing_scopes(claims, (name,)) == ()) is granted
+
+
+# -- the two implementations agree --------------------------------------------------------
+
+names = st.sampled_from(["exp", "nbf", "iat", "iss", "aud", "scope", "scp", "sub"])
+text = st.sampled_from(
+    [ISS, "orders-api", "billing-api", "a", "b", "a b", " a  b ", "ab a", "SCOPE_a", "", " "]
+)
+numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([NOW, NOW + 30, NOW - 30, NOW + 29.5, 10**400, -(10**400)]),
+)
+values = st.one_of(
+    numbers,
+    text,
+    st.booleans(),
+    st.none(),
+    st.lists(st.one_of(text, st.integers(), st.none()), max_size=4),
+    st.dictionaries(text, st.integers(), max_size=2),
+)
+claim_sets = st.dictionaries(names, values, max_size=8)
+
+
+@pytest.mark.skipif("compiled" not in IMPLEMENTATIONS, reason="compiled core not built")
+@settings(max_examples=600, deadline=None)
+@given(
+    claims=claim_sets,
+    now=st.one_of(st.just(NOW), st.floats(min_value=-1e12, max_value=1e12)),
+    leeway=st.sampled_from([0.0, 0.5, 30.0, 1e9]),
+    audiences=st.sampled_from([(), ("orders-api",), ("orders-api", "b"), ("a b",)]),
+    required=st.lists(
+        st.sampled_from(["a", "b", "SCOPE_a", "SCOPE_b", "c", "", "a b", "SCOPE_", " "]),
+        max_size=4,
+    ),
+)
+def test_implementations_agree(claims, now, leeway, audiences, required):
+    python, compiled = IMPLEMENTATIONS["python"], IMPLEMENTATIONS["compiled"]
+    assert python.check_claims(claims, now, leeway, ISS, audiences) == compiled.check_claims(
+        claims, now, leeway, ISS, audiences
+    )
+    assert python.scopes_of(claims) == compiled.scopes_of(claims)
+    required = tuple(required)
+    assert python.missing_scopes(claims, required) == compiled.missing_scopes(claims, required)
