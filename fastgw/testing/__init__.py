@@ -1,0 +1,21 @@
+"""Helpers to test a fastgw configuration from pytest, over real sockets.
+
+- ``RecordingUpstream``: a real HTTP/1.1 server that records every request it
+  receives and answers echo, download, slow, reset and close routes;
+- ``GatewayProcess``: runs ``python -m fastgw run -c FILE`` on free ports and
+  waits until it is ready;
+- ``free_port``: a loopback TCP port nobody listens on right now.
+"""
+
+from .process import GatewayProcess, GatewayStartError, free_port
+from .upstream import PATTERN, RecordedRequest, RecordingUpstream, pattern_bytes
+
+__all__ = [
+    "PATTERN",
+    "GatewayProcess",
+    "GatewayStartError",
+    "RecordedRequest",
+    "RecordingUpstream",
+    "free_port",
+    "pattern_bytes",
+]

@@ -1,0 +1,92 @@
+"""Checks shared by the functional tests."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+from fastgw.testing import RecordingUpstream
+
+
+def route(route_id: str, *predicates: str, uri: str = "lb://echo", filters=(), **extra) -> dict:
+    """An unauthenticated route to the echo service (or ``uri``)."""
+    return {
+        "id": route_id,
+        "uri": uri,
+        "predicates": list(predicates),
+        "auth": "none",
+        "filters": list(filters),
+        **extra,
+    }
+
+
+def assert_error(response, status: int) -> dict:
+    """``response`` is a fastgw error: that status, a small JSON body naming the request id."""
+    assert response.status == status, response
+    assert (response.header("content-type") or "").startswith("application/json"), response
+    body = json.loads(response.body)
+    assert isinstance(body.get("error"), str), body
+    assert body.get("request_id"), body
+    assert response.header("x-request-id") == body["request_id"], response
+    return body
+
+
+def assert_nothing_reached(upstream: RecordingUpstream) -> None:
+    """Not one byte of a request reached the upstream."""
+    assert upstream.requests == [], upstream.requests
+    assert upstream.aborted == [], upstream.aborted
+    assert upstream.rejected == [], upstream.rejected
+
+
+def assert_still_serves(raw, port: int, upstream: RecordingUpstream) -> None:
+    """A fresh connection gets a normal answer, and only that request reached the upstream."""
+    response = raw(port).exchange("GET", "/echo/still-serving")
+    assert response.status == 200, response
+    assert [r.target for r in upstream.requests] == ["/echo/still-serving"]
+    assert upstream.aborted == []
+    assert upstream.rejected == []
+
+
+def curl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run curl quietly; stdout is bytes."""
+    return subprocess.run(
+        ["curl", "--silent", "--show-error", "--max-time", str(int(timeout)), *args],
+        capture_output=True,
+        timeout=timeout + 10,
+    )
+
+
+class CurlResponse:
+    def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, exit_code: int):
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.exit_code = exit_code
+
+    def header_values(self, name: str) -> list[str]:
+        name = name.lower()
+        return [v for n, v in self.headers if n.lower() == name]
+
+    def header(self, name: str) -> str | None:
+        values = self.header_values(name)
+        return values[0] if values else None
+
+    def json(self):
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<CurlResponse {self.status} {self.headers} {self.body[:200]!r}>"
+
+
+def fetch(url: str, *args: str, timeout: float = 60) -> CurlResponse:
+    """One request with curl; the final response's status, headers and body."""
+    result = curl("--include", "--path-as-is", *args, url, timeout=timeout)
+    status, headers, body = 0, [], result.stdout
+    while body.startswith(b"HTTP/"):
+        head, _, body = body.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines[1:]]
+        if status >= 200:
+            break
+    return CurlResponse(status, headers, body, result.returncode)
