@@ -11,6 +11,7 @@ column, not the absolute numbers: these machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -183,10 +184,8 @@ def main() -> int:
             print(f"{name:<20} {rps:>10.0f} {p99:>10} {rps / base:>9.2f}")
     finally:
         for proc in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
         for proc in procs:
             try:
                 proc.wait(timeout=10)

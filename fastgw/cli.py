@@ -23,12 +23,14 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
+    from .auth.door import Authenticator
     from .config import ConfigError, load_config
     from .gateway import Snapshot, SnapshotError
+    from .metrics import Metrics
 
     try:
         config = load_config(args.config)
-        Snapshot(config, None)
+        Snapshot(config, None, Authenticator(config.auth, metrics=Metrics(), audit=None))
     except (ConfigError, SnapshotError) as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -50,6 +52,20 @@ def cmd_version(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    import asyncio
+
+    from .explain import explain
+
+    return asyncio.run(explain(args.config, args.method, args.path, args.header, args.token))
+
+
+def cmd_token(args) -> int:
+    from .tokens import mint_from_file
+
+    return mint_from_file(args)
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -68,6 +84,27 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("explain", help="dry-run one request through a config")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--token", help="a JWT sent as Authorization: Bearer")
+    p.add_argument("-H", "--header", action="append", default=[], help="'Name: value'")
+    p.add_argument("method")
+    p.add_argument("path")
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("token", help="mint a signed test token (development aid)")
+    p.add_argument("--key", required=True, help="PEM private key (RSA, EC or Ed25519)")
+    p.add_argument("--sub", default="dev-user")
+    p.add_argument("--scope", default="")
+    p.add_argument("--aud", action="append", default=[])
+    p.add_argument("--iss", default="fastgw-dev")
+    p.add_argument("--ttl", default="1h")
+    p.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
+    p.add_argument("--alg", help="default: from the key (RS256, ES256, ES384, EdDSA)")
+    p.add_argument("--claim", action="append", default=[], help="extra claim NAME=JSON")
+    p.add_argument("--jwks", action="store_true", help="print the key's public JWKS instead")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("version", help="version and core in use")
     p.set_defaults(func=cmd_version)

@@ -19,6 +19,8 @@ import time
 
 from . import _core
 from .admin import AdminServer
+from .audit import AuditLog
+from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
@@ -53,7 +55,7 @@ class RouteRuntime:
         "token_relay",
     )
 
-    def __init__(self, route: Route, service: ServiceRuntime) -> None:
+    def __init__(self, route: Route, service: ServiceRuntime, authenticator: Authenticator) -> None:
         self.config = route
         self.id = route.id
         self.auth = route.auth
@@ -79,8 +81,13 @@ class RouteRuntime:
                 response_filters.append(f)
         self.request_filters = tuple(request_filters)
         self.response_filters = tuple(response_filters)
-        # Authentication, authorization and rate limiting plug in here, in that order.
-        self.checks: tuple = ()
+        # Authentication, authorization and rate limiting, in that order.
+        checks = []
+        if route.auth == "jwt":
+            checks.append(authenticator.authenticate)
+        if self.scopes:
+            checks.append(authenticator.authorizer(self.scopes))
+        self.checks = tuple(checks)
 
 
 def route_spec(route: Route):
@@ -104,8 +111,10 @@ def route_spec(route: Route):
 
 
 class Snapshot:
-    def __init__(self, config: Config, loop, previous: Snapshot | None = None) -> None:
+    def __init__(self, config: Config, loop, authenticator: Authenticator,
+                 previous: Snapshot | None = None) -> None:
         self.config = config
+        self.authenticator = authenticator
         self.limits = config.limits
         errors = []
         reusable = previous.services if previous is not None else {}
@@ -120,13 +129,15 @@ class Snapshot:
         for i, route in enumerate(config.routes):
             where = (config.source, route.line, f"routes[{i}] ({route.id})")
             try:
-                if route.auth != "none":
+                if route.auth in ("mtls", "jwt_or_mtls"):
                     raise ValueError(
                         f"auth: {route.auth} is not available in this version of fastgw; "
                         "use auth: none"
                     )
                 specs.append(route_spec(route))
-                self.routes.append(RouteRuntime(route, self.services[route.service]))
+                self.routes.append(
+                    RouteRuntime(route, self.services[route.service], authenticator)
+                )
             except ValueError as exc:
                 errors.append((where[0], where[1], f"{where[2]}: {exc}"))
         if not errors:
@@ -237,8 +248,10 @@ class Gateway:
         self.listening: list[Listening] = []
         self.admin: AdminServer | None = None
         self.draining = False
-        self.ready = False
+        self.listening_ready = False
         self.access_log: LineWriter | None = None
+        self.audit: AuditLog | None = None
+        self.authenticator: Authenticator | None = None
         self._trusted = config.trusted_proxies
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex()
@@ -249,7 +262,10 @@ class Gateway:
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
-        self.snapshot = Snapshot(self.config, self.loop)
+        self.audit = AuditLog(self.config.audit.path if self.config.audit else "-")
+        self.authenticator = Authenticator(self.config.auth, metrics=self.metrics, audit=self.audit)
+        self.snapshot = Snapshot(self.config, self.loop, self.authenticator)
+        await self.authenticator.start()
         for service in self.snapshot.services.values():
             service.start()
         if self.config.access_log is not None:
@@ -275,14 +291,18 @@ class Gateway:
             listening.resume()
             host, port = listening.address
             log.info("listening on %s://%s:%d", listening.scheme, host, port)
-        self.ready = True
+        self.listening_ready = True
+
+    @property
+    def ready(self) -> bool:
+        """Config loaded, listeners bound, every provider holding a key set."""
+        return self.listening_ready and not self.draining and self.authenticator.ready
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop accepting, let in-flight requests finish (up to ``timeout``), close."""
         if timeout is None:
             timeout = self.config.drain_timeout
         self.draining = True
-        self.ready = False
         for listening in self.listening:
             listening.close()
         for conn in list(self.connections):
@@ -300,8 +320,10 @@ class Gateway:
             await self.admin.stop()
         for service in self.snapshot.services.values():
             service.close()
+        await self.authenticator.stop()
         if self.access_log is not None:
             self.access_log.close()
+        self.audit.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()
@@ -310,12 +332,16 @@ class Gateway:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    def reload(self, config: Config) -> None:
+    async def reload(self, config: Config) -> None:
         """Swap in a new snapshot; raises (keeping the old one) if it cannot be built."""
-        snapshot = Snapshot(config, self.loop, previous=self.snapshot)
-        old = self.snapshot
-        self.snapshot = snapshot
+        authenticator = Authenticator(config.auth, metrics=self.metrics, audit=self.audit,
+                                      previous=self.authenticator)
+        snapshot = Snapshot(config, self.loop, authenticator, previous=self.snapshot)
+        await authenticator.start()
+        old, old_authenticator = self.snapshot, self.authenticator
+        self.snapshot, self.authenticator = snapshot, authenticator
         self.config = config
+        await old_authenticator.stop()
         for service in snapshot.services.values():
             service.start()
         self._trusted = config.trusted_proxies

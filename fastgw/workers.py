@@ -43,9 +43,9 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False) -> int:
             return 2
         stop = asyncio.Event()
 
-        def reload() -> None:
+        async def reload() -> None:
             try:
-                gateway.reload(load_config(path))
+                await gateway.reload(load_config(path))
             except (ConfigError, SnapshotError) as exc:
                 log.error("reload of %s failed, keeping the running config:\n%s", path, exc)
                 return
@@ -53,7 +53,7 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False) -> int:
 
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
         await stop.wait()
         log.info("draining (up to %gs)", gateway.config.drain_timeout)
         await gateway.stop()
