@@ -39,8 +39,7 @@ class AdminServer:
                 return 200, "text/plain", b"ready\n"
             return 503, "text/plain", b"not ready\n"
         if path == "/metrics":
-            self.gateway.metrics.active_connections.set((), len(self.gateway.connections))
-            return 200, "text/plain; version=0.0.4", self.gateway.metrics.render()
+            return 200, "text/plain; version=0.0.4", self.gateway.render_metrics()
         return 404, "text/plain", b"not found\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

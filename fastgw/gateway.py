@@ -402,6 +402,17 @@ class Gateway:
                 "error": error,
             })
 
+    def render_metrics(self) -> bytes:
+        metrics = self.metrics
+        metrics.active_connections.set((), len(self.connections))
+        now = self.loop.time()
+        healthy = metrics.upstream_healthy
+        healthy.values.clear()
+        for service in self.snapshot.services.values():
+            for inst in service.instances:
+                healthy.set((service.name, inst.name), 1 if inst.available(now) else 0)
+        return metrics.render()
+
     def exchange_finished(self, ex: Exchange) -> None:
         route = ex.route.id if ex.route is not None else ""
         request = ex.request

@@ -451,6 +451,7 @@ async def forward(ex: Exchange, route) -> None:
         tried = instance
         instance.in_flight += 1
         sent = False
+        began = ex.protocol.loop.time()
         try:
             conn = await instance.pool.acquire()
             if ex.protocol.closing:
@@ -467,6 +468,9 @@ async def forward(ex: Exchange, route) -> None:
             outcome = exc
         finally:
             instance.in_flight -= 1
+            ex.protocol.gateway.metrics.upstream_duration.observe(
+                (service.name,), ex.protocol.loop.time() - began
+            )
         if outcome is None:
             service.succeeded(instance)
             return

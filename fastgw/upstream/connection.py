@@ -222,6 +222,8 @@ class UpstreamConnection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if not self._response_head_seen or self.exchange is None:
             return
+        if self.parser.get_status_code() == 101:
+            return  # the upgrade itself is reported by feed_data right after
         self._finish(reusable=self.request_sent and self.parser.should_keep_alive())
 
     def _finish(self, reusable: bool) -> None:
