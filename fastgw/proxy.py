@@ -226,35 +226,27 @@ class Exchange:
             # must never be read as a next request.
             self.keep_alive = False
         request = self.request
-        out = [status_line(status)]
+        dropped = _FRAMING_BYTES if status == 101 else _HOP_BY_HOP_BYTES
+        kept = []
         listed = None
-        dropped = _HOP_BY_HOP_BYTES
-        if status == 101:
-            dropped = _FRAMING_BYTES  # Upgrade and Connection are the point of a 101
-        else:
-            for name, value in headers:
-                if name.lower() == b"connection":
+        for name, value in headers:
+            low = name.lower()
+            if low in dropped:
+                if low == b"connection" and status != 101:
                     listed = connection_tokens([value.decode("latin-1")])
-                    break
+                    listed.difference_update(("close", "keep-alive"))
+                continue
+            kept.append((low, name, value))
+        if listed:
+            # Fields the upstream named in Connection are hop-by-hop too.
+            keys = {t.encode("latin-1") for t in listed}
+            kept = [item for item in kept if item[0] not in keys]
+        view = Headers.from_raw(kept)
         route = self.route
-        if route is not None and route.response_filters:
-            view = Headers(
-                [
-                    (n.decode("latin-1"), v.decode("latin-1"))
-                    for n, v in headers
-                    if n.lower() not in dropped
-                    and not (listed and n.decode("latin-1").lower() in listed)
-                ]
-            )
+        if route is not None:
             for f in route.response_filters:
                 f.on_response(request, view)
-            out.append(view.encode())
-        else:
-            for name, value in headers:
-                low = name.lower()
-                if low in dropped or (listed and low.decode("latin-1") in listed):
-                    continue
-                out += (name, b": ", value, b"\r\n")
+        out = [status_line(status), view.encode()]
         self.until_close = length is None and not chunked
         if status == 101:
             self.framing = NONE
@@ -365,8 +357,6 @@ class Exchange:
 
 # -- the pipeline ------------------------------------------------------------------------
 
-_FORWARDED = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"})
-
 
 async def handle(ex: Exchange) -> None:
     """SPEC section 4, in order: route, authenticate, authorize, rate-limit, filters, upstream."""
@@ -413,10 +403,8 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
     """The request line and headers for the upstream, split around the Host line."""
     request = ex.request
     headers = request.headers
-    drop = set(_FORWARDED)
     if not route.token_relay:
-        drop.add("authorization")
-    headers.remove_all(drop)
+        headers.remove("authorization")
     ip = request.client_ip
     xff = ", ".join([*ex.client_xff, ip]) if trusted and ex.client_xff else ip
     parts = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from urllib.parse import quote
 
 from .._core import active
 from ..config.model import Auth
@@ -27,6 +28,16 @@ MAX_TOKEN = 8 * 1024
 _claims = active("claims")
 _scopes_of = _claims.scopes_of
 _missing_scopes = _claims.missing_scopes
+
+
+# Visible ASCII but '%': what an identity header carries as it is. Anything else
+# (controls, line breaks, non-ASCII) is percent-encoded as UTF-8, so a claim can
+# never start a header line of its own and the upstream can decode it exactly.
+_TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if c != 0x25)
+
+
+def header_safe(text: str, safe: str = _TOKEN_SAFE + " ") -> str:
+    return quote(text, safe=safe)
 
 
 def bearer_token(request) -> tuple[AuthCode, str | None]:
@@ -124,36 +135,29 @@ class Authenticator:
     def accept(self, ex, result: Result) -> None:
         request = ex.request
         request.claims = result.claims
+        request.identity = result
         headers = request.headers
         if result.sub is not None:
-            headers.add("X-Auth-Subject", result.sub)
+            headers.add("X-Auth-Subject", header_safe(result.sub))
         scopes = _scopes_of(result.claims)
         if scopes:
-            headers.add("X-Auth-Scopes", " ".join(sorted(scopes)))
+            encoded = sorted(header_safe(s, _TOKEN_SAFE) for s in scopes)
+            headers.add("X-Auth-Scopes", " ".join(encoded))
 
     def reject(self, ex, code: AuthCode, result: Result | None = None, *,
                challenge: str | None = None) -> Rejection:
         verdict = VERDICTS[code]
         self.metrics.auth_failures.inc((verdict.metric_label,))
-        claims = ex.request.claims
-        sub = result.sub if result is not None else None
-        if sub is None and claims is not None:
-            sub = claims.get("sub") if isinstance(claims.get("sub"), str) else None
+        if result is None and isinstance(ex.request.identity, Result):
+            result = ex.request.identity  # authorization failed for a verified token
         self.audit.record(
             ex,
             event=verdict.audit_event,
             reason=verdict.audit_reason,
             status=verdict.status,
-            sub=sub,
-            iss=result.iss if result is not None else _str(claims, "iss"),
+            sub=result.sub if result is not None else None,
+            iss=result.iss if result is not None else None,
             kid=result.kid if result is not None else None,
         )
         value = challenge or verdict.www_authenticate
         return Rejection(verdict.status, headers=(("WWW-Authenticate", value),) if value else ())
-
-
-def _str(claims: dict | None, name: str) -> str | None:
-    if claims is None:
-        return None
-    value = claims.get(name)
-    return value if isinstance(value, str) else None

@@ -1,6 +1,6 @@
 """Header lists as the gateway handles them: ordered, case-insensitive, repeatable."""
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 # RFC 9110 section 7.6.1, plus the ones proxies are known to leak.
 HOP_BY_HOP = frozenset(
@@ -18,29 +18,43 @@ HOP_BY_HOP = frozenset(
 )
 
 
+def _key(name: str | bytes) -> bytes:
+    return (name.encode("latin-1") if isinstance(name, str) else name).lower()
+
+
 class Headers:
     """An ordered multi-map of header fields; names compare case-insensitively.
 
-    Values are ``str`` decoded as latin-1, so every byte a client sent
-    survives a round trip unchanged.
+    Fields are kept as the bytes that arrived (with the lower-cased name beside
+    them), so forwarding them costs a join; ``str`` views are decoded as
+    latin-1 only when asked for, and every byte a client sent survives.
     """
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: list[tuple[str, str]] | None = None) -> None:
-        self._items = items if items is not None else []
+    def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
+        self._items: list[tuple[bytes, bytes, bytes]] = []
+        for name, value in items:
+            self.add(name, value)
+
+    @classmethod
+    def from_raw(cls, items: list[tuple[bytes, bytes, bytes]]) -> "Headers":
+        """``items`` as (lower-cased name, name, value) bytes, taken as they are."""
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
 
     def __len__(self) -> int:
         return len(self._items)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return iter(self._items)
+        return ((n.decode("latin-1"), v.decode("latin-1")) for _, n, v in self._items)
 
     def __contains__(self, name: object) -> bool:
-        if not isinstance(name, str):
+        if not isinstance(name, str | bytes):
             return False
-        low = name.lower()
-        return any(n.lower() == low for n, _ in self._items)
+        key = _key(name)
+        return any(k == key for k, _, _ in self._items)
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -50,40 +64,44 @@ class Headers:
 
     def __setitem__(self, name: str, value: str) -> None:
         self.remove(name)
-        self._items.append((name, value))
+        self.add(name, value)
 
     def __delitem__(self, name: str) -> None:
         self.remove(name)
 
     def get(self, name: str, default: str | None = None) -> str | None:
-        low = name.lower()
-        for n, v in self._items:
-            if n.lower() == low:
-                return v
+        key = _key(name)
+        for k, _, v in self._items:
+            if k == key:
+                return v.decode("latin-1")
         return default
 
     def getall(self, name: str) -> list[str]:
-        low = name.lower()
-        return [v for n, v in self._items if n.lower() == low]
+        key = _key(name)
+        return [v.decode("latin-1") for k, _, v in self._items if k == key]
 
     def add(self, name: str, value: str) -> None:
-        self._items.append((name, value))
+        raw = name.encode("latin-1")
+        self._items.append((raw.lower(), raw, value.encode("latin-1")))
 
     def remove(self, name: str) -> None:
-        low = name.lower()
-        self._items = [(n, v) for n, v in self._items if n.lower() != low]
+        key = _key(name)
+        items = self._items
+        if any(k == key for k, _, _ in items):
+            self._items = [item for item in items if item[0] != key]
 
-    def remove_all(self, lower_names: set[str] | frozenset[str]) -> None:
-        self._items = [(n, v) for n, v in self._items if n.lower() not in lower_names]
+    def remove_all(self, lower_names: Iterable[str | bytes]) -> None:
+        keys = {_key(n) for n in lower_names}
+        self._items = [item for item in self._items if item[0] not in keys]
 
     def items(self) -> list[tuple[str, str]]:
-        return list(self._items)
+        return list(self)
 
     def encode(self) -> bytes:
-        return b"".join(f"{n}: {v}\r\n".encode("latin-1") for n, v in self._items)
+        return b"".join([b"%s: %s\r\n" % (n, v) for _, n, v in self._items])
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({list(self)!r})"
 
 
 def connection_tokens(values: list[str]) -> set[str]:

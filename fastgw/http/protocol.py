@@ -31,9 +31,18 @@ BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
 MAX_QUEUED = 16
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
-_IDENTITY_HEADERS = frozenset({"x-auth-subject", "x-auth-scopes"})
-_STRIPPED = HOP_BY_HOP | _IDENTITY_HEADERS | {"expect", "content-length"}
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+_BAD_HOST = re.compile(rb"[ \t/\\@]")
+# Never forwarded as the client sent them: framing and hop-by-hop fields, the
+# identity the gateway itself asserts, and what it sets from the socket.
+_SPECIAL = frozenset(
+    name.encode()
+    for name in (
+        *HOP_BY_HOP, "host", "content-length", "expect", "x-request-id",
+        "x-auth-subject", "x-auth-scopes",
+        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+    )
+)
 
 
 class Rejected(Exception):
@@ -209,44 +218,44 @@ class ClientProtocol(asyncio.Protocol):
             raise Rejected(505)
         method = parser.get_method().decode("ascii")
         hosts = 0
-        host = ""
+        host = b""
         te = None
         length = None
         conn_values = []
         expect = None
         upgrade = None
         request_id = None
+        forwarded = []
         items = []
         for name, value in self._headers:
-            n = name.decode("latin-1")
-            v = value.decode("latin-1")
-            low = n.lower()
-            if low in _STRIPPED or low == "host" or low == "x-request-id":
-                if low == "host":
-                    hosts += 1
-                    host = v
-                elif low == "transfer-encoding":
-                    if te is not None:
-                        raise Rejected(400, "bad_transfer_encoding")
-                    te = v
-                elif low == "content-length":
-                    length = int(v)
-                elif low == "connection":
-                    conn_values.append(v)
-                elif low == "expect":
-                    expect = v
-                elif low == "upgrade":
-                    upgrade = v
-                elif low == "x-request-id" and request_id is None and _REQUEST_ID.match(v):
-                    request_id = v
-                continue
-            items.append((n, v))
+            low = name.lower()
+            if low not in _SPECIAL:
+                items.append((low, name, value))
+            elif low == b"host":
+                hosts += 1
+                host = value
+            elif low == b"transfer-encoding":
+                if te is not None:
+                    raise Rejected(400, "bad_transfer_encoding")
+                te = value
+            elif low == b"content-length":
+                length = int(value)
+            elif low == b"connection":
+                conn_values.append(value.decode("latin-1"))
+            elif low == b"x-forwarded-for":
+                forwarded.append(value.decode("latin-1"))
+            elif low == b"expect":
+                expect = value
+            elif low == b"upgrade":
+                upgrade = value
+            elif low == b"x-request-id" and request_id is None and _REQUEST_ID.match(value):
+                request_id = value.decode("ascii")
         if hosts != 1:
             raise Rejected(400, "missing_host" if hosts == 0 else "duplicate_host")
         # RFC 9112 section 6.1: chunked, alone, on HTTP/1.1 only.
-        if te is not None and (version != "1.1" or te.strip().lower() != "chunked"):
+        if te is not None and (version != "1.1" or te.strip().lower() != b"chunked"):
             raise Rejected(400, "bad_transfer_encoding")
-        if any(c in host for c in " \t/\\@") or not host:
+        if not host or _BAD_HOST.search(host):
             raise Rejected(400, "bad_host")
         try:
             path, query = split_target(b"".join(self._url))
@@ -255,10 +264,12 @@ class ClientProtocol(asyncio.Protocol):
         limits = self.gateway.snapshot.limits
         if length is not None and length > limits.max_body:
             raise Rejected(413)
-        tokens = connection_tokens(conn_values) if conn_values else ()
-        headers = Headers(items)
-        if tokens:
-            headers.remove_all(tokens)
+        headers = Headers.from_raw(items)
+        if conn_values:
+            tokens = connection_tokens(conn_values)
+            tokens.difference_update(("close", "keep-alive"))
+            if tokens:
+                headers.remove_all(tokens)
         has_body = te is not None or bool(length)
         websocket = False
         if parser.should_upgrade():
@@ -268,19 +279,20 @@ class ClientProtocol(asyncio.Protocol):
                 raise Rejected(400, "upgrade_with_body")
             websocket = (
                 upgrade is not None
-                and upgrade.strip().lower() == "websocket"
+                and upgrade.strip().lower() == b"websocket"
                 and method == "GET"
                 and version == "1.1"
             )
         if expect is not None:
-            if expect.strip().lower() != "100-continue":
+            if expect.strip().lower() != b"100-continue":
                 raise Rejected(417, "expectation_failed")
             if not has_body:
                 expect = None
         if request_id is None:
             request_id = self.gateway.new_request_id()
         request = Request(
-            method, path, query, version, headers, host, self.client_ip, self.scheme, request_id
+            method, path, query, version, headers, host.decode("latin-1"), self.client_ip,
+            self.scheme, request_id,
         )
         return self.gateway.exchange_class(
             self,
@@ -291,7 +303,7 @@ class ClientProtocol(asyncio.Protocol):
             has_body=has_body,
             expect_continue=expect is not None,
             websocket=websocket,
-            client_xff=headers.getall("x-forwarded-for"),
+            client_xff=forwarded,
         )
 
     def _upgrade(self, rest: bytes) -> None:

@@ -9,6 +9,7 @@ class Request:
         "client_ip",
         "headers",
         "host",
+        "identity",
         "method",
         "path",
         "path_vars",
@@ -43,6 +44,7 @@ class Request:
         self.route_id: str | None = None
         self.path_vars: dict[str, str] | None = None
         self.claims: dict | None = None
+        self.identity = None  # the verified credential (token result, client certificate)
 
     @property
     def target(self) -> str:

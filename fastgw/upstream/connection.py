@@ -30,6 +30,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_drain_waiter",
         "_headers",
         "_response_head_seen",
+        "_timeout",
         "_timer",
         "closed",
         "exchange",
@@ -57,6 +58,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers: list[tuple[bytes, bytes]] = []
         self._response_head_seen = False
         self._timer: asyncio.TimerHandle | None = None
+        self._timeout = 0.0
         self.request_sent = False
         self.reusable = False
         self.idle_since = 0.0
@@ -128,7 +130,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def begin(self, exchange) -> None:
         self.exchange = exchange
-        self.parser = httptools.HttpResponseParser(self)
+        if self.parser is None:
+            # llhttp resets itself after each complete message; a fresh parser is
+            # only needed after a response that did not end as a message (HEAD).
+            self.parser = httptools.HttpResponseParser(self)
         self._headers = []
         self._response_head_seen = False
         self.request_sent = False
@@ -141,20 +146,26 @@ class UpstreamConnection(asyncio.Protocol):
             self._drain_waiter = None
 
     def request_complete(self, response_timeout: float) -> None:
-        """The whole request is written; from now on the response head is due."""
-        self.request_sent = True
-        if not self._response_head_seen and self.exchange is not None:
-            self.last_read = self.loop.time()
-            self._timer = self.loop.call_at(self.last_read + response_timeout, self._timed_out,
-                                            response_timeout)
+        """The whole request is written; from now on the response is due.
 
-    def _timed_out(self, response_timeout: float) -> None:
+        One timer per connection, re-armed only when it fires early: reading
+        pushes ``last_read`` forward, so the timeout is between reads.
+        """
+        self.request_sent = True
+        if self.exchange is not None:
+            self._timeout = response_timeout
+            self.last_read = self.loop.time()
+            if self._timer is None:
+                self._timer = self.loop.call_at(self.last_read + response_timeout,
+                                                self._timed_out)
+
+    def _timed_out(self) -> None:
         self._timer = None
-        if self.exchange is None or self.closed:
+        if self.exchange is None or self.closed or not self.request_sent:
             return
-        deadline = self.last_read + response_timeout
-        if self._response_head_seen and self.loop.time() < deadline:
-            self._timer = self.loop.call_at(deadline, self._timed_out, response_timeout)
+        deadline = self.last_read + self._timeout
+        if self.loop.time() < deadline:
+            self._timer = self.loop.call_at(deadline, self._timed_out)
             return
         self._fail(UpstreamError(504, "upstream timed out"))
 
@@ -212,7 +223,9 @@ class UpstreamConnection(asyncio.Protocol):
         if exchange.method == "HEAD" and self.exchange is exchange:
             # llhttp cannot be told the request was HEAD, so the head is the whole
             # answer; a connection whose head promised a body is not trusted again.
-            self._finish(reusable=length == 0 and self.parser.should_keep_alive())
+            reusable = length == 0 and self.parser.should_keep_alive()
+            self.parser = None
+            self._finish(reusable=reusable)
 
     def on_body(self, body: bytes) -> None:
         exchange = self.exchange
@@ -229,7 +242,6 @@ class UpstreamConnection(asyncio.Protocol):
     def _finish(self, reusable: bool) -> None:
         exchange = self.exchange
         self.exchange = None
-        self._cancel_timer()
         self.reusable = reusable
         exchange.upstream_complete(self)
 

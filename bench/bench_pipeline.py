@@ -1,0 +1,132 @@
+"""CPU cost of the gateway's own request path, without sockets or peers.
+
+A client protocol and an upstream connection are driven through in-memory
+transports: each request is parsed, routed, checked, forwarded and answered
+exactly as on the wire, but no syscall happens, so the number is the
+gateway's Python/Cython work per request (the part wrk cannot isolate on a
+shared machine).
+
+    python bench/bench_pipeline.py [--requests 20000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
+
+from fastgw.gateway import Gateway  # noqa: E402
+from fastgw.http.protocol import ClientProtocol  # noqa: E402
+from fastgw.upstream.connection import UpstreamConnection  # noqa: E402
+
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 2026 07:00:00 GMT\r\n"
+            b"Content-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n")
+REQUEST = (b"GET /orders/42?limit=10 HTTP/1.1\r\nHost: api.example.com\r\n"
+           b"User-Agent: wrk\r\nAccept: */*\r\n\r\n")
+
+
+class MemoryTransport(asyncio.Transport):
+    def __init__(self, on_write=None) -> None:
+        super().__init__()
+        self.on_write = on_write
+        self.written = 0
+        self.closed = False
+
+    def write(self, data) -> None:
+        self.written += len(data)
+        if self.on_write is not None:
+            self.on_write(data)
+
+    def writelines(self, chunks) -> None:
+        for chunk in chunks:
+            self.write(chunk)
+
+    def get_extra_info(self, name, default=None):
+        return {"peername": ("10.0.0.7", 40000), "socket": None}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+
+async def run(requests: int, profile: bool) -> None:
+    config = {
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "admin": None,
+        "services": {"orders": {"instances": ["http://127.0.0.1:9"]}},
+        "routes": [
+            {"id": f"r{i}", "uri": "lb://orders", "predicates": [f"Path=/svc{i}/**"],
+             "auth": "none"} for i in range(50)
+        ] + [{"id": "orders", "uri": "lb://orders", "predicates": ["Path=/orders/**"],
+              "auth": "none", "filters": ["AddRequestHeader=X-Gateway, fastgw"]}],
+    }
+    gateway = Gateway(config)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    pool = gateway.snapshot.services["orders"].instances[0].pool
+    done = asyncio.Event()
+    count = 0
+
+    conn = UpstreamConnection(pool, loop)
+    # the upstream answers each request as soon as its head is written
+    conn.connection_made(MemoryTransport(lambda data: loop.call_soon(conn.data_received, RESPONSE)))
+    # the pool hands out this connection and takes it back after each response
+    conn.reusable = True
+    pool.open = 1
+    pool.release(conn)
+
+    def answered(data: bytes) -> None:
+        nonlocal count
+        count += 1
+        if count >= requests:
+            done.set()
+        else:
+            loop.call_soon(protocol.data_received, REQUEST)
+
+    protocol = ClientProtocol(gateway)
+    protocol.connection_made(MemoryTransport(answered))
+    profiler = cProfile.Profile() if profile else None
+    started = time.process_time()
+    if profiler:
+        profiler.enable()
+    protocol.data_received(REQUEST)
+    await done.wait()
+    if profiler:
+        profiler.disable()
+    elapsed = time.process_time() - started
+    print(f"{requests} requests, {elapsed / requests * 1e6:.1f} us CPU per request "
+          f"(parse, route, filters, forward, relay)")
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    await gateway.stop(timeout=0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=20000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    uvloop.run(run(args.requests, args.profile))
+
+
+if __name__ == "__main__":
+    main()
