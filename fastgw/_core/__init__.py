@@ -8,7 +8,7 @@ forces the Python twins, and so does a missing compiled module.
 import importlib
 import os
 
-MODULES = ("router",)
+MODULES = ("router", "claims", "bucket")
 
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
