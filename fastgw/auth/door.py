@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from urllib.parse import quote
 
 from .._core import active
@@ -36,8 +37,23 @@ _missing_scopes = _claims.missing_scopes
 _TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if c != 0x25)
 
 
+_PLAIN = re.compile(r"[\x21-\x24\x26-\x7e]+( [\x21-\x24\x26-\x7e]+)*")
+IDENTITY_CACHE = 10_000
+
+
 def header_safe(text: str, safe: str = _TOKEN_SAFE + " ") -> str:
+    if _PLAIN.fullmatch(text) and (" " in safe or " " not in text):
+        return text
     return quote(text, safe=safe)
+
+
+def identity_headers(result: Result) -> tuple[str | None, str | None]:
+    """X-Auth-Subject and X-Auth-Scopes values for a verified token."""
+    subject = header_safe(result.sub) if result.sub is not None else None
+    scopes = _scopes_of(result.claims)
+    if not scopes:
+        return subject, None
+    return subject, " ".join(sorted(header_safe(s, _TOKEN_SAFE) for s in scopes))
 
 
 def bearer_token(request) -> tuple[AuthCode, str | None]:
@@ -72,6 +88,7 @@ class Authenticator:
             p.name: ProviderKeys(p, on_refresh=self._refreshed, previous=old.get(p.name))
             for p in auth.providers
         }
+        self._identity: dict[str, tuple] = {}
         self.verifier = TokenVerifier(
             [ProviderVerifier(p, self._getter(self.keys[p.name])) for p in auth.providers]
         )
@@ -104,7 +121,7 @@ class Authenticator:
             return self.reject(ex, code)
         result = self.verifier.verify(token)
         if result.code == AuthCode.OK:
-            self.accept(ex, result)
+            self.accept(ex, token, result)
             return None
         if result.unknown_kid and result.provider in self.keys:
             return self._after_refresh(ex, token, result)
@@ -114,7 +131,7 @@ class Authenticator:
         if await self.keys[result.provider].refresh_for_kid(result.kid):
             result = self.verifier.verify(token)
             if result.code == AuthCode.OK:
-                self.accept(ex, result)
+                self.accept(ex, token, result)
                 return None
         return self.reject(ex, result.code, result)
 
@@ -132,17 +149,23 @@ class Authenticator:
 
     # -- verdicts -----------------------------------------------------------------
 
-    def accept(self, ex, result: Result) -> None:
+    def accept(self, ex, token: str, result: Result) -> None:
         request = ex.request
         request.claims = result.claims
         request.identity = result
+        # The verifier hands back the same Result for a cached token, so the
+        # identity headers are encoded once per token, not once per request.
+        cached = self._identity.get(token)
+        if cached is None or cached[0] is not result:
+            if len(self._identity) >= IDENTITY_CACHE:
+                self._identity.clear()
+            cached = self._identity[token] = (result, *identity_headers(result))
+        _, subject, scopes = cached
         headers = request.headers
-        if result.sub is not None:
-            headers.add("X-Auth-Subject", header_safe(result.sub))
-        scopes = _scopes_of(result.claims)
+        if subject is not None:
+            headers.add("X-Auth-Subject", subject)
         if scopes:
-            encoded = sorted(header_safe(s, _TOKEN_SAFE) for s in scopes)
-            headers.add("X-Auth-Scopes", " ".join(encoded))
+            headers.add("X-Auth-Scopes", scopes)
 
     def reject(self, ex, code: AuthCode, result: Result | None = None, *,
                challenge: str | None = None) -> Rejection:
