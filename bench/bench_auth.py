@@ -24,9 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from bench_proxy import NGINX_UPSTREAM, free_port, wait_port  # noqa: E402
+import contextlib
 
-from fastgw.testing.idp import SigningKey, jwks, mint_token  # noqa: E402
+from bench_proxy import NGINX_UPSTREAM, free_port, wait_port
+
+from fastgw.testing.idp import SigningKey, jwks, mint_token
 
 GATEWAY = """
 listeners: [{{address: "127.0.0.1:{port}"}}]
@@ -110,10 +112,8 @@ def main() -> int:
               f"{100 * (jwt_cpu / open_cpu - 1):.1f}% more CPU per request")
     finally:
         for proc in procs:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
             proc.wait(timeout=15)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

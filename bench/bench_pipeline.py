@@ -23,12 +23,13 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from fastgw.gateway import Gateway  # noqa: E402
-from fastgw.http.protocol import ClientProtocol  # noqa: E402
-from fastgw.upstream.connection import UpstreamConnection  # noqa: E402
+from fastgw.gateway import Gateway
+from fastgw.http.protocol import ClientProtocol
+from fastgw.upstream.connection import UpstreamConnection
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 2026 07:00:00 GMT\r\n"
-            b"Content-Type: text/plain\r\nContent-Length: 6\r\nConnection: keep-alive\r\n\r\nhello\n")
+            b"Content-Type: text/plain\r\nContent-Length: 6\r\n"
+            b"Connection: keep-alive\r\n\r\nhello\n")
 REQUEST = (b"GET /orders/42?limit=10 HTTP/1.1\r\nHost: api.example.com\r\n"
            b"User-Agent: wrk\r\nAccept: */*\r\n\r\n")
 
