@@ -31,6 +31,7 @@ class AuditLog:
         kid: str | None = None,
         client_cert_subject: str | None = None,
         limit: str | None = None,
+        key: str | None = None,
     ) -> None:
         request = ex.request
         line = {
@@ -44,11 +45,12 @@ class AuditLog:
             "route": request.route_id,
             "status": status,
         }
-        for key, value in (("sub", sub), ("iss", iss), ("kid", kid),
-                           ("client_cert_subject", client_cert_subject), ("limit", limit)):
+        for field, value in (("sub", sub), ("iss", iss), ("kid", kid),
+                             ("client_cert_subject", client_cert_subject), ("limit", limit),
+                             ("key", key)):
             if value is not None:
                 # Names from a token that failed verification are the caller's words: bounded.
-                line[key] = value if len(value) <= 256 else value[:256] + "..."
+                line[field] = value if len(value) <= 256 else value[:256] + "..."
         self.writer.write(line)
 
     def close(self) -> None:

@@ -27,10 +27,12 @@ def cmd_check(args) -> int:
     from .config import ConfigError, load_config
     from .gateway import Snapshot, SnapshotError
     from .metrics import Metrics
+    from .ratelimit.policy import RateLimiter
 
     try:
         config = load_config(args.config)
-        Snapshot(config, None, Authenticator(config.auth, metrics=Metrics(), audit=None))
+        Snapshot(config, None, Authenticator(config.auth, metrics=Metrics(), audit=None),
+                 RateLimiter(config, buckets=None, redis=None, metrics=None, audit=None))
     except (ConfigError, SnapshotError) as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ from .http.request import Request
 from .http.target import BadTarget, split_target
 from .metrics import Metrics
 from .proxy import Rejection
+from .ratelimit import SharedBuckets
+from .ratelimit.policy import RateLimiter
 
 
 class _CapturedAudit:
@@ -43,7 +45,9 @@ async def explain(path: str, method: str, target: str, headers: list[str],
     audit = _CapturedAudit()
     authenticator = Authenticator(config.auth, metrics=Metrics(), audit=audit)
     try:
-        snapshot = Snapshot(config, None, authenticator)
+        limiter = RateLimiter(config, buckets=SharedBuckets.create(64), redis=None,
+                              metrics=Metrics(), audit=audit)
+        snapshot = Snapshot(config, None, authenticator, limiter)
     except SnapshotError as exc:
         print(exc, file=sys.stderr)
         return 2

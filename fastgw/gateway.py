@@ -28,6 +28,8 @@ from .http.protocol import ClientProtocol
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics
 from .proxy import Exchange, handle
+from .ratelimit import RedisBuckets, SharedBuckets
+from .ratelimit.policy import RateLimiter
 from .upstream.service import ServiceRuntime
 
 log = logging.getLogger("fastgw")
@@ -55,7 +57,8 @@ class RouteRuntime:
         "token_relay",
     )
 
-    def __init__(self, route: Route, service: ServiceRuntime, authenticator: Authenticator) -> None:
+    def __init__(self, route: Route, service: ServiceRuntime, authenticator: Authenticator,
+                 limiter: RateLimiter) -> None:
         self.config = route
         self.id = route.id
         self.auth = route.auth
@@ -87,6 +90,8 @@ class RouteRuntime:
             checks.append(authenticator.authenticate)
         if self.scopes:
             checks.append(authenticator.authorizer(self.scopes))
+        if self.rate_limits:
+            checks.append(limiter.check(self.rate_limits))
         self.checks = tuple(checks)
 
 
@@ -111,10 +116,11 @@ def route_spec(route: Route):
 
 
 class Snapshot:
-    def __init__(self, config: Config, loop, authenticator: Authenticator,
+    def __init__(self, config: Config, loop, authenticator: Authenticator, limiter: RateLimiter,
                  previous: Snapshot | None = None) -> None:
         self.config = config
         self.authenticator = authenticator
+        self.limiter = limiter
         self.limits = config.limits
         errors = []
         reusable = previous.services if previous is not None else {}
@@ -136,7 +142,7 @@ class Snapshot:
                     )
                 specs.append(route_spec(route))
                 self.routes.append(
-                    RouteRuntime(route, self.services[route.service], authenticator)
+                    RouteRuntime(route, self.services[route.service], authenticator, limiter)
                 )
             except ValueError as exc:
                 errors.append((where[0], where[1], f"{where[2]}: {exc}"))
@@ -234,7 +240,7 @@ class Gateway:
     exchange_class = Exchange
 
     def __init__(self, config: Config | dict | str, *, reuse_port: bool = False,
-                 worker: int = 0) -> None:
+                 worker: int = 0, buckets: SharedBuckets | None = None) -> None:
         if not isinstance(config, Config):
             config = load_config(config)
         self.config = config
@@ -252,6 +258,10 @@ class Gateway:
         self.access_log: LineWriter | None = None
         self.audit: AuditLog | None = None
         self.authenticator: Authenticator | None = None
+        # Made before workers fork when there are several, so limits hold per host.
+        self.buckets = buckets if buckets is not None else SharedBuckets.create()
+        self.redis: RedisBuckets | None = None
+        self.redis_config = None
         self._trusted = config.trusted_proxies
         self._ids = itertools.count()
         self._id_prefix = os.urandom(6).hex()
@@ -264,7 +274,8 @@ class Gateway:
         self.loop = asyncio.get_running_loop()
         self.audit = AuditLog(self.config.audit.path if self.config.audit else "-")
         self.authenticator = Authenticator(self.config.auth, metrics=self.metrics, audit=self.audit)
-        self.snapshot = Snapshot(self.config, self.loop, self.authenticator)
+        self.redis = await self._redis_for(self.config)
+        self.snapshot = Snapshot(self.config, self.loop, self.authenticator, self._limiter())
         await self.authenticator.start()
         for service in self.snapshot.services.values():
             service.start()
@@ -321,6 +332,8 @@ class Gateway:
         for service in self.snapshot.services.values():
             service.close()
         await self.authenticator.stop()
+        if self.redis is not None:
+            await self.redis.close()
         if self.access_log is not None:
             self.access_log.close()
         self.audit.close()
@@ -332,16 +345,45 @@ class Gateway:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
+    async def _redis_for(self, config: Config) -> RedisBuckets | None:
+        if not any(rl.store == "redis" for rl in config.rate_limits.values()):
+            return None
+        if self.redis is not None and self.redis_config == config.redis:
+            return self.redis
+        redis = RedisBuckets.from_config(
+            config.redis,
+            local_fallback=self.buckets,
+            on_fallback=lambda reason: self.metrics.store_fallbacks.inc((reason,)),
+        )
+        await redis.start()
+        self.redis_config = config.redis
+        return redis
+
+    def _limiter(self) -> RateLimiter:
+        return RateLimiter(self.config, buckets=self.buckets, redis=self.redis,
+                           metrics=self.metrics, audit=self.audit)
+
     async def reload(self, config: Config) -> None:
         """Swap in a new snapshot; raises (keeping the old one) if it cannot be built."""
         authenticator = Authenticator(config.auth, metrics=self.metrics, audit=self.audit,
                                       previous=self.authenticator)
-        snapshot = Snapshot(config, self.loop, authenticator, previous=self.snapshot)
+        old_redis = self.redis
+        redis = await self._redis_for(config)
+        limiter = RateLimiter(config, buckets=self.buckets, redis=redis, metrics=self.metrics,
+                              audit=self.audit)
+        try:
+            snapshot = Snapshot(config, self.loop, authenticator, limiter, previous=self.snapshot)
+        except SnapshotError:
+            if redis is not old_redis and redis is not None:
+                await redis.close()
+            raise
         await authenticator.start()
         old, old_authenticator = self.snapshot, self.authenticator
-        self.snapshot, self.authenticator = snapshot, authenticator
+        self.snapshot, self.authenticator, self.redis = snapshot, authenticator, redis
         self.config = config
         await old_authenticator.stop()
+        if old_redis is not None and old_redis is not redis:
+            await old_redis.close()
         for service in snapshot.services.values():
             service.start()
         self._trusted = config.trusted_proxies

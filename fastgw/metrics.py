@@ -89,6 +89,9 @@ class Metrics:
                                      ("reason",))
         self.rate_limited = Counter("fastgw_rate_limited_total", "Requests over a limit.",
                                     ("limit",))
+        self.store_fallbacks = Counter("fastgw_ratelimit_store_fallbacks_total",
+                                       "Decisions made by on_error because Redis failed.",
+                                       ("reason",))
         self.jwks_refresh = Counter("fastgw_jwks_refresh_total", "Key set fetches.",
                                     ("provider", "result"))
         self.active_connections = Gauge("fastgw_active_connections", "Open client connections.")

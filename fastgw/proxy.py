@@ -37,8 +37,8 @@ class Exchange:
         "body_bytes",
         "body_done",
         "chunked",
-        "client_xff",
         "expect_continue",
+        "extra_headers",
         "framing",
         "has_body",
         "keep_alive",
@@ -71,7 +71,6 @@ class Exchange:
         has_body: bool = False,
         expect_continue: bool = False,
         websocket: bool = False,
-        client_xff: list[str] | None = None,
     ) -> None:
         self.protocol = protocol
         self.request = request
@@ -82,7 +81,7 @@ class Exchange:
         self.has_body = has_body
         self.expect_continue = expect_continue
         self.websocket = websocket
-        self.client_xff = client_xff
+        self.extra_headers: tuple[tuple[str, str], ...] = ()
         self.body: deque[bytes] = deque()
         self.body_bytes = 0
         self.body_done = not has_body
@@ -187,6 +186,8 @@ class Exchange:
             self.keep_alive = False
         request = self.request
         request_id = request.request_id if request else self.protocol.gateway.new_request_id()
+        if self.extra_headers and status != 429:
+            headers = (*headers, *self.extra_headers)
         data = error_response(
             status,
             request_id,
@@ -246,6 +247,8 @@ class Exchange:
         if route is not None:
             for f in route.response_filters:
                 f.on_response(request, view)
+        for name, value in self.extra_headers:
+            view.add(name, value)
         out = [status_line(status), view.encode()]
         self.until_close = length is None and not chunked
         if status == 101:
@@ -406,7 +409,7 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
     if not route.token_relay:
         headers.remove("authorization")
     ip = request.client_ip
-    xff = ", ".join([*ex.client_xff, ip]) if trusted and ex.client_xff else ip
+    xff = ", ".join([*request.forwarded_for, ip]) if trusted and request.forwarded_for else ip
     parts = [
         f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1"),
         headers.encode(),

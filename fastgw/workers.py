@@ -19,13 +19,14 @@ import uvloop
 
 from .config import ConfigError, load_config
 from .gateway import Gateway, SnapshotError
+from .ratelimit import SharedBuckets
 
 log = logging.getLogger("fastgw")
 
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
 
 
-def serve(path: str, *, worker: int = 0, reuse_port: bool = False) -> int:
+def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None) -> int:
     """Serve ``path`` in this process until SIGTERM/SIGINT; SIGHUP reloads it."""
     try:
         config = load_config(path)
@@ -35,7 +36,7 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False) -> int:
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        gateway = Gateway(config, reuse_port=reuse_port, worker=worker)
+        gateway = Gateway(config, reuse_port=reuse_port, worker=worker, buckets=buckets)
         try:
             await gateway.start()
         except (SnapshotError, OSError) as exc:
@@ -78,6 +79,8 @@ class Supervisor:
             print(exc, file=sys.stderr)
             return 2
         self.drain_timeout = config.drain_timeout
+        # One table for every worker of this host, mapped before they fork.
+        self.buckets = SharedBuckets.create()
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -99,7 +102,7 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = serve(self.path, worker=index, reuse_port=True)
+                code = serve(self.path, worker=index, reuse_port=True, buckets=self.buckets)
             finally:
                 os._exit(code)
         self.children[pid] = index

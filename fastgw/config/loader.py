@@ -23,11 +23,13 @@ from fastgw._core._router_py import (
     validate_host_pattern,
     validate_path_pattern,
 )
+from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
 
 from .errors import ConfigError
 from .model import (
     Admin,
     Auth,
+    CertScopes,
     Config,
     FilterSpec,
     HealthCheck,
@@ -43,6 +45,7 @@ from .model import (
     Route,
     Service,
     ServiceTLS,
+    TLSCertificate,
 )
 from .source import (
     UNSET,
@@ -184,6 +187,7 @@ class _Reader:
         self.errors = list(document.errors)
         self.addresses: dict[tuple[str, int], str] = {}
         self.mtls_listeners = 0
+        self.cert_scopes_declared = False
         self.providers_declared = False
         self.provider_names: dict[str, str] = {}
         self.service_names: set[str] = set()
@@ -335,9 +339,10 @@ class _Reader:
         self.addresses[address] = at.path.removesuffix(".address")
 
     def listener_tls(self, value: Any, at: Spot) -> ListenerTLS:
-        f = self.fields(value, at, ("cert", "key", "min_version", "client_auth", "client_ca"))
+        f = self.fields(value, at, _LISTENER_TLS_KEYS)
         cert = f.get("cert", self.file, required=True)
         key = f.get("key", self.file, required=True)
+        certificates = f.section("certificates", self.tls_certificates, ())
         client_auth = f.get("client_auth", _choice(*_CLIENT_AUTH))
         if client_auth in ("optional", "require"):
             self.mtls_listeners += 1
@@ -352,10 +357,47 @@ class _Reader:
                 f.spot("client_ca"),
                 "client_ca has no effect with client_auth: none (use optional or require)",
             )
-        options = f.take(min_version=_tls_version, client_ca=self.file)
+        options = f.take(min_version=_tls_version, client_ca=self.file, ciphers=_ciphers)
+        if "ciphers" in options and options.get("min_version") == "1.3":
+            self.error(
+                f.spot("ciphers"),
+                'ciphers choose TLS 1.2 ciphers, and min_version: "1.3" turns TLS 1.2 off',
+            )
         if client_auth is not None:
             options["client_auth"] = client_auth
-        return ListenerTLS(cert=cert, key=key, **options)
+        return ListenerTLS(cert=cert, key=key, certificates=certificates, **options)
+
+    def tls_certificates(self, value: Any, at: Spot) -> tuple[TLSCertificate, ...]:
+        """More certificates for a listener, each chosen by the server name a client asks for."""
+        owners: dict[str, str] = {}
+
+        def certificate(value: Any, at: Spot) -> TLSCertificate | None:
+            f = self.fields(value, at, ("cert", "key", "server_names"))
+            cert = f.get("cert", self.file, required=True)
+            key = f.get("key", self.file, required=True)
+            names = f.section("server_names", self.server_names, ())
+            for name in names:
+                if name in owners:
+                    self.error(
+                        f.spot("server_names"), f"{name} is already served by {owners[name]}"
+                    )
+                owners.setdefault(name, at.path)
+            if cert is None or key is None:
+                return None
+            return TLSCertificate(cert, key, names, line=at.line)
+
+        if isinstance(value, LineList) and not value:
+            raise ValueError("list at least one certificate, or leave certificates out")
+        return tuple(self.items(value, at, certificate))
+
+    def server_names(self, value: Any, at: Spot) -> tuple[str, ...]:
+        if isinstance(value, LineList) and not value:
+            raise ValueError(
+                "list at least one name, or leave server_names out to use the certificate's "
+                "DNS names"
+            )
+        names = self.items(value, at, lambda v, _: _server_name(v), single=True)
+        return tuple(dict.fromkeys(names))
 
     def admin(self, value: Any, at: Spot) -> Admin:
         f = self.fields(value, at, ("address",))
@@ -384,16 +426,49 @@ class _Reader:
     def auth(self, value: Any, at: Spot) -> Auth:
         f = self.fields(value, at, ("jwt", "client_certs"))
         providers = f.section("jwt", self.jwt, ())
-        subject_from = f.section("client_certs", self.client_certs)
-        return Auth(providers=providers, client_cert_subject_from=subject_from)
+        subject_from, cert_scopes = f.section("client_certs", self.client_certs, (None, ()))
+        return Auth(
+            providers=providers,
+            client_cert_subject_from=subject_from,
+            client_cert_scopes=cert_scopes,
+        )
 
     def jwt(self, value: Any, at: Spot) -> tuple[Provider, ...]:
         f = self.fields(value, at, ("providers",))
         return f.section("providers", lambda v, s: tuple(self.items(v, s, self.provider)), ())
 
-    def client_certs(self, value: Any, at: Spot) -> str:
-        f = self.fields(value, at, ("subject_from",))
-        return f.get("subject_from", _choice("san_uri", "san_dns", "cn"), "san_uri")
+    def client_certs(self, value: Any, at: Spot) -> tuple[str, tuple[CertScopes, ...]]:
+        f = self.fields(value, at, ("subject_from", "scopes"))
+        subject_from = f.get("subject_from", _choice(*SUBJECT_SOURCES))
+        if subject_from is None and "subject_from" not in f:
+            subject_from = "san_uri"
+        read = partial(self.cert_scopes, subject_from=subject_from)
+        scopes = f.section("scopes", read, ())
+        self.cert_scopes_declared = "scopes" in f
+        return subject_from or "san_uri", scopes
+
+    def cert_scopes(
+        self, value: Any, at: Spot, subject_from: str | None
+    ) -> tuple[CertScopes, ...]:
+        """Subject patterns to scopes; a pattern is checked for the kind of subject in use."""
+        if not isinstance(value, LineMap):
+            raise ValueError(
+                f"expected a mapping of certificate subjects to scopes, got {show(value)}"
+            )
+
+        def rule(scopes: Any, at: Spot, pattern: str) -> CertScopes:
+            if subject_from is not None:
+                check_scope_pattern(pattern, subject_from)
+            if isinstance(scopes, LineList) and not scopes:
+                raise ValueError("list at least one scope")
+            granted = self.items(scopes, at, lambda v, _: _granted_scope(v), single=True)
+            return CertScopes(pattern, tuple(dict.fromkeys(granted)))
+
+        rules = []
+        for pattern, scopes in value.items():
+            spot = at.key(pattern, value.lines[pattern])
+            rules.append(self.apply(partial(rule, pattern=pattern), scopes, spot))
+        return tuple(found for found in rules if found is not None)
 
     def provider(self, value: Any, at: Spot) -> Provider | None:
         self.providers_declared = True
@@ -645,8 +720,15 @@ class _Reader:
                 raise ValueError("StripPrefix takes one whole number >= 0 (path segments to drop)")
         elif name == "RequireScopes":
             _check_scopes(args)
-            if auth in ("none", "mtls"):
+            if auth == "none":
                 raise ValueError(f"RequireScopes needs a token, and {label} has auth: {auth}")
+            if auth == "mtls" and not self.cert_scopes_declared:
+                raise ValueError(
+                    f"RequireScopes on {label} (auth: mtls) needs auth.client_certs.scopes, "
+                    "the scopes client certificates are granted"
+                )
+        elif name == "ForwardClientCert":
+            return FilterSpec(name, self.forward_client_cert(args), line=at.line)
         elif name == "RewritePath":
             if len(args) != 2:
                 raise ValueError("RewritePath takes REGEX, REPLACEMENT")
@@ -656,6 +738,27 @@ class _Reader:
         if problem:
             raise ValueError(problem)
         return FilterSpec(name, args, line=at.line)
+
+    def forward_client_cert(self, args: tuple[str, ...]) -> tuple[str, ...]:
+        """The XFCC fields to send, in Envoy's order, ``Hash`` always among them."""
+        if not self.mtls_listeners:
+            raise ValueError(
+                "ForwardClientCert needs a listener with tls.client_auth: optional or require"
+            )
+        wanted = set()
+        for arg in args:
+            if arg == "Chain":
+                raise ValueError(
+                    "ForwardClientCert: Chain is not available (the verified chain is not "
+                    "exposed by Python's ssl); use Cert"
+                )
+            if arg not in XFCC_FIELDS:
+                hint = _hint(arg, XFCC_FIELDS)
+                raise ValueError(f"ForwardClientCert: unknown field {arg!r}{hint}")
+            wanted.add(arg)
+        if not wanted:
+            wanted = {"Subject", "URI", "DNS"}
+        return tuple(field for field in XFCC_FIELDS if field in wanted or field == "Hash")
 
     def check_rate_limit_filter(self, args: tuple[str, ...], auth: str | None, label: str) -> None:
         if len(args) != 1:
@@ -689,6 +792,9 @@ _PROVIDER_KEYS = (
     "secret", "leeway", "refresh_interval",
 )  # fmt: skip
 _CLIENT_AUTH = ("none", "optional", "require")
+_LISTENER_TLS_KEYS = (
+    "cert", "key", "certificates", "min_version", "ciphers", "client_auth", "client_ca",
+)  # fmt: skip
 _KEY_SOURCES = ("discovery", "jwks_uri", "jwks_file", "secret")
 _SERVICE_KEYS = (
     "instances", "balancer", "connect_timeout", "response_timeout", "max_connections",
@@ -784,6 +890,43 @@ def _tls_version(value: Any) -> str:
     if text not in ("1.2", "1.3"):
         raise ValueError(f'{show(value)} is not a TLS version (use "1.2" or "1.3")')
     return text
+
+
+def _ciphers(value: Any) -> str:
+    text = _text(value).strip()
+    problem = check_ciphers(text)
+    if problem:
+        raise ValueError(problem)
+    return text
+
+
+def _server_name(value: Any) -> str:
+    """A name clients ask for in SNI: a DNS name, or ``*.`` and a DNS name."""
+    text = _text(value).strip().lower().rstrip(".")
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    else:
+        raise ValueError(f"{show(value)}: clients never send an IP address as a server name")
+    base = text.removeprefix("*.")
+    if "*" in base or not _HOSTNAME.fullmatch(base) or len(base) > 253:
+        raise ValueError(f"{show(value)} is not a server name (a DNS name, or *. and a DNS name)")
+    if base != text and "." not in base:
+        raise ValueError(f"{show(value)} would match names under a top-level domain")
+    return text
+
+
+def _granted_scope(value: Any) -> str:
+    scope = _text(value)
+    if any(c.isspace() or not c.isprintable() for c in scope):
+        raise ValueError(f"{show(value)} is not one scope (list scopes one by one)")
+    if scope.startswith("SCOPE_"):
+        raise ValueError(
+            f"{show(value)}: write {scope.removeprefix('SCOPE_')!r}; the SCOPE_ prefix belongs in "
+            "RequireScopes only"
+        )
+    return scope
 
 
 def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:

@@ -26,12 +26,24 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
-class ListenerTLS:
+class TLSCertificate:
+    """A further certificate of a listener, for clients asking for one of its names (SNI)."""
+
     cert: str
+    key: str
+    server_names: tuple[str, ...] = ()  # empty: the certificate's DNS names
+    line: int = field(default=0, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTLS:
+    cert: str  # the default certificate: no server name, or one no other certificate has
     key: str
     min_version: str = "1.2"  # "1.2" | "1.3"
     client_auth: str = "none"  # none | optional | require
     client_ca: str | None = None
+    certificates: tuple[TLSCertificate, ...] = ()
+    ciphers: str | None = None  # OpenSSL cipher string for TLS 1.2; None: fastgw's defaults
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +76,18 @@ class Provider:
 
 
 @dataclass(frozen=True, slots=True)
+class CertScopes:
+    """Scopes granted to client certificates whose subject matches ``pattern`` (exact or glob)."""
+
+    pattern: str
+    scopes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class Auth:
     providers: tuple[Provider, ...] = ()
     client_cert_subject_from: str | None = None  # san_uri | san_dns | cn
+    client_cert_scopes: tuple[CertScopes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ..http.headers import HOP_BY_HOP
 from ..http.request import Request
 
-POLICY = frozenset({"RequireScopes", "RateLimit", "TokenRelay"})
+POLICY = frozenset({"RequireScopes", "RateLimit", "TokenRelay", "ForwardClientCert"})
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 

@@ -294,6 +294,7 @@ class ClientProtocol(asyncio.Protocol):
             method, path, query, version, headers, host.decode("latin-1"), self.client_ip,
             self.scheme, request_id,
         )
+        request.forwarded_for = forwarded
         return self.gateway.exchange_class(
             self,
             request,
@@ -303,7 +304,6 @@ class ClientProtocol(asyncio.Protocol):
             has_body=has_body,
             expect_continue=expect is not None,
             websocket=websocket,
-            client_xff=forwarded,
         )
 
     def _upgrade(self, rest: bytes) -> None:

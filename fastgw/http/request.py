@@ -7,6 +7,7 @@ class Request:
     __slots__ = (
         "claims",
         "client_ip",
+        "forwarded_for",
         "headers",
         "host",
         "identity",
@@ -44,6 +45,7 @@ class Request:
         self.route_id: str | None = None
         self.path_vars: dict[str, str] | None = None
         self.claims: dict | None = None
+        self.forwarded_for: list[str] = []  # X-Forwarded-For values the caller sent
         self.identity = None  # the verified credential (token result, client certificate)
 
     @property
