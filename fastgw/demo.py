@@ -34,6 +34,13 @@ auth:
         jwks_file: {jwks}
         audiences: [{audience}]
         algorithms: [ES256]
+rate_limits:
+  per-client:
+    rate: 1000/min
+    key: jwt.sub
+  demo-trickle:
+    rate: 3/min
+    key: ip
 services:
   demo:
     instances: ["{upstream}"]
@@ -45,6 +52,7 @@ routes:
     predicates: ["Path=/orders/**", "Method=GET,POST"]
     filters:
       - RequireScopes=read_orders
+      - RateLimit=per-client
       - TokenRelay=
       - AddResponseHeader=X-Gateway, fastgw
   - id: public
@@ -52,6 +60,11 @@ routes:
     predicates: ["Path=/public/{{name}}"]
     auth: none
     filters: ["StripPrefix=1"]
+  - id: limited
+    uri: lb://demo
+    predicates: ["Path=/limited/**"]
+    auth: none
+    filters: ["RateLimit=demo-trickle"]
 """
 
 
@@ -92,13 +105,15 @@ config {path} (key and JWKS beside it)
   curl -i {base}/orders/42 -H 'Authorization: Bearer {reader[:-4]}AAAA'
   # 403: a valid token without read_orders
   curl -i {base}/orders/42 -H 'Authorization: Bearer {stranger}'
+  # 429: 3 requests a minute per client address, the 4th is refused (Retry-After)
+  for i in 1 2 3 4; do curl -s -o /dev/null -w '%{{http_code}} ' {base}/limited/x; done
   # auth: none, StripPrefix=1: the upstream sees /hello
   curl -i {base}/public/hello
   # why a request is refused, without sending it
   fastgw explain -c {path} GET /orders/42 --token {stranger}
   # the audit log, and metrics
   tail {workdir}/audit.log
-  curl -s http://127.0.0.1:{admin_port}/metrics | grep -E 'fastgw_(requests|auth_failures)_total'
+  curl -s http://127.0.0.1:{admin_port}/metrics | grep -E 'fastgw_(requests|auth_failures|rate_limited)_total'
 
 Ctrl-C stops it.
 """,

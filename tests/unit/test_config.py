@@ -432,8 +432,8 @@ def test_dicts_report_paths_without_lines():
         "(an IPv6 host goes in brackets: [::1]:8080)",
         "routes[0].uri: unknown service 'x'",
         "routes[0].filters[0]: unknown filter 'Foo' (known: AddRequestHeader, "
-        "AddResponseHeader, RateLimit, RemoveRequestHeader, RequireScopes, RewritePath, "
-        "SetRequestHeader, StripPrefix, TokenRelay)",
+        "AddResponseHeader, ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, "
+        "RewritePath, SetRequestHeader, StripPrefix, TokenRelay)",
     ]
 
 
@@ -1221,9 +1221,9 @@ def test_rewrite_path_in_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("Foo=1", "unknown filter 'Foo' (known: AddRequestHeader, AddResponseHeader, RateLimit, "
-                  "RemoveRequestHeader, RequireScopes, RewritePath, SetRequestHeader, "
-                  "StripPrefix, TokenRelay)"),
+        ("Foo=1", "unknown filter 'Foo' (known: AddRequestHeader, AddResponseHeader, "
+                  "ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, RewritePath, "
+                  "SetRequestHeader, StripPrefix, TokenRelay)"),
         ("RequireScopes=", "RequireScopes needs at least one scope"),
         ("RequireScopes=read orders", 'RequireScopes: "read orders" is not one scope '
                                       "(separate scopes with commas)"),
@@ -1357,4 +1357,249 @@ def test_a_broken_service_or_limit_is_reported_once(tmp_path):
         f"{BASE_LINES + 2}: services.orders.instances: at least one instance is needed",
         f'{BASE_LINES + 4}: rate_limits.per-client.rate: "fast" is not a rate '
         "(use COUNT/s, /min, /h or /day, as in 1000/min)",
+    ]
+
+
+# --- TLS: listener certificates, ciphers, certificate scopes, ForwardClientCert ----------------
+
+
+def tls_files(tmp_path: Path) -> None:
+    for name in ("gw.crt", "gw.key", "api.crt", "api.key", "legacy.crt", "legacy.key", "ca.pem"):
+        (tmp_path / name).write_text("")
+
+
+def test_listener_tls_certificates_and_ciphers(tmp_path):
+    from fastgw.config.model import TLSCertificate
+
+    tls_files(tmp_path)
+    config = load(tmp_path, """\
+        listeners:
+          - address: 0.0.0.0:8443
+            tls:
+              cert: gw.crt
+              key: gw.key
+              certificates:
+                - {cert: api.crt, key: api.key}
+                - cert: legacy.crt
+                  key: legacy.key
+                  server_names: [Legacy.Example.com., "*.legacy.example.com", legacy.example.com]
+                - {cert: legacy.crt, key: legacy.key, server_names: intranet}
+              ciphers: ECDHE+AESGCM:ECDHE+CHACHA20
+    """)
+    tls = config.listeners[0].tls
+    assert tls.ciphers == "ECDHE+AESGCM:ECDHE+CHACHA20"
+    assert tls.certificates == (
+        TLSCertificate(str(tmp_path / "api.crt"), str(tmp_path / "api.key")),
+        TLSCertificate(
+            str(tmp_path / "legacy.crt"),
+            str(tmp_path / "legacy.key"),
+            ("legacy.example.com", "*.legacy.example.com"),
+        ),
+        TLSCertificate(str(tmp_path / "legacy.crt"), str(tmp_path / "legacy.key"), ("intranet",)),
+    )
+    assert [c.line for c in tls.certificates] == [7, 8, 11]
+    plain = load(tmp_path, "listeners: [{address: 0.0.0.0:8443, tls: {cert: gw.crt, key: gw.key}}]")
+    assert (plain.listeners[0].tls.certificates, plain.listeners[0].tls.ciphers) == ((), None)
+
+
+def test_bad_listener_tls_certificates_and_ciphers(tmp_path):
+    tls_files(tmp_path)
+    assert errors(tmp_path, """\
+        listeners:
+          - address: 0.0.0.0:8443
+            tls:
+              cert: gw.crt
+              key: gw.key
+              certificates:
+                - {cert: api.crt}
+                - {cert: api.crt, key: api.key, server_names: []}
+                - {cert: api.crt, key: api.key, server_names: [127.0.0.1, "*.com", "a.*.b", "x y"]}
+                - {cert: api.crt, key: api.key, server_names: [api.example.com, API.example.com]}
+                - {cert: legacy.crt, key: legacy.key, server_names: api.example.com, server_name: a}
+              ciphers: AES128-SHA
+          - address: 0.0.0.0:8444
+            tls: {cert: gw.crt, key: gw.key, certificates: [], ciphers: "ECDHE AESGCM"}
+          - address: 0.0.0.0:8445
+            tls: {cert: gw.crt, key: gw.key, min_version: "1.3", ciphers: ECDHE+AESGCM}
+    """) == [
+        "7: listeners[0].tls.certificates[0]: 'key' is required",
+        "8: listeners[0].tls.certificates[1].server_names: list at least one name, or leave "
+        "server_names out to use the certificate's DNS names",
+        '9: listeners[0].tls.certificates[2].server_names[0]: "127.0.0.1": clients never send '
+        "an IP address as a server name",
+        '9: listeners[0].tls.certificates[2].server_names[1]: "*.com" would match names under '
+        "a top-level domain",
+        '9: listeners[0].tls.certificates[2].server_names[2]: "a.*.b" is not a server name '
+        "(a DNS name, or *. and a DNS name)",
+        '9: listeners[0].tls.certificates[2].server_names[3]: "x y" is not a server name '
+        "(a DNS name, or *. and a DNS name)",
+        "11: listeners[0].tls.certificates[4].server_name: unknown key "
+        "(did you mean 'server_names'?)",
+        "11: listeners[0].tls.certificates[4].server_names: api.example.com is already served "
+        "by listeners[0].tls.certificates[3]",
+        "12: listeners[0].tls.ciphers: 'AES128-SHA' selects no cipher fastgw allows (ECDHE key "
+        "exchange; never NULL, export, DES, RC4 or MD5)",
+        "14: listeners[1].tls.certificates: list at least one certificate, or leave "
+        "certificates out",
+        "14: listeners[1].tls.ciphers: 'ECDHE AESGCM' is not an OpenSSL cipher string "
+        "(no spaces; join with ':')",
+        '16: listeners[2].tls.ciphers: ciphers choose TLS 1.2 ciphers, and min_version: "1.3" '
+        "turns TLS 1.2 off",
+    ]
+
+
+CERT_LISTENER = """\
+listeners:
+  - address: 0.0.0.0:8443
+    tls: {cert: gw.crt, key: gw.key, client_auth: require, client_ca: ca.pem}
+"""
+
+
+def test_client_certificate_scopes(tmp_path):
+    from fastgw.config.model import CertScopes
+
+    tls_files(tmp_path)
+    config = load(tmp_path, CERT_LISTENER + """\
+auth:
+  client_certs:
+    scopes:
+      "spiffe://example.org/ns/prod/sa/orders": [read_orders, write_orders, read_orders]
+      "spiffe://example.org/ns/prod/sa/*": read_catalog
+      "spiffe://example.org/ns/admin/**": [admin]
+      urn:example:batch: [batch]
+routes:
+  - id: orders
+    uri: http://a
+    auth: mtls
+    filters: ["RequireScopes=write_orders, SCOPE_read_orders"]
+""")
+    assert config.auth.client_cert_subject_from == "san_uri"
+    assert config.auth.client_cert_scopes == (
+        CertScopes("spiffe://example.org/ns/prod/sa/orders", ("read_orders", "write_orders")),
+        CertScopes("spiffe://example.org/ns/prod/sa/*", ("read_catalog",)),
+        CertScopes("spiffe://example.org/ns/admin/**", ("admin",)),
+        CertScopes("urn:example:batch", ("batch",)),
+    )
+    assert config.routes[0].filters[0].args == ("write_orders", "SCOPE_read_orders")
+    by_dns = load_config({"auth": {"client_certs": {
+        "subject_from": "san_dns",
+        "scopes": {"*.internal.example.com": ["internal"], "api-*.example.com": "api"},
+    }}})  # fmt: skip
+    assert [rule.pattern for rule in by_dns.auth.client_cert_scopes] == [
+        "*.internal.example.com", "api-*.example.com",
+    ]  # fmt: skip
+    by_cn = load_config({"auth": {"client_certs": {"subject_from": "cn",
+                                                   "scopes": {"Batch Jobs *": ["batch"]}}}})
+    assert by_cn.auth.client_cert_scopes[0].pattern == "Batch Jobs *"
+
+
+def test_bad_client_certificate_scopes(tmp_path):
+    assert errors(tmp_path, """\
+        auth:
+          client_certs:
+            scopes:
+              orders: [read]
+              "spiffe://example.org/**/x": [read]
+              "spiffe://example.org/a": []
+              "spiffe://example.org/b": ["read orders", SCOPE_write, {x: 1}]
+              "spiffe://example.org/c": {read: true}
+    """) == [
+        "4: auth.client_certs.scopes.orders: 'orders' is not a URI (subject_from is san_uri), "
+        "such as spiffe://example.org/ns/prod/sa/orders",
+        '5: auth.client_certs.scopes["spiffe://example.org/**/x"]: '
+        "'spiffe://example.org/**/x': '**' only as the whole last segment, as in .../sa/**",
+        '6: auth.client_certs.scopes["spiffe://example.org/a"]: list at least one scope',
+        '7: auth.client_certs.scopes["spiffe://example.org/b"][0]: "read orders" is not one '
+        "scope (list scopes one by one)",
+        '7: auth.client_certs.scopes["spiffe://example.org/b"][1]: "SCOPE_write": write '
+        "'write'; the SCOPE_ prefix belongs in RequireScopes only",
+        '7: auth.client_certs.scopes["spiffe://example.org/b"][2]: expected text, got a mapping',
+        '8: auth.client_certs.scopes["spiffe://example.org/c"][0]: expected text, '
+        "got a mapping",
+    ]
+    assert errors(tmp_path, """\
+        auth:
+          client_certs:
+            subject_from: san_dns
+            scopes:
+              "spiffe://example.org/x": [a]
+              "**.example.com": [a]
+              "ok.example.com": [a]
+    """) == [
+        "5: auth.client_certs.scopes[\"spiffe://example.org/x\"]: 'spiffe://example.org/x' is "
+        "not a DNS name pattern (subject_from is san_dns), such as orders.internal.example.com "
+        "or *.internal.example.com",
+        "6: auth.client_certs.scopes[\"**.example.com\"]: '**.example.com' is not a DNS name "
+        "pattern (subject_from is san_dns), such as orders.internal.example.com or "
+        "*.internal.example.com",
+    ]
+    # A wrong subject_from is reported once, not again for every pattern.
+    assert dict_errors({"auth": {"client_certs": {"subject_from": "email",
+                                                  "scopes": {"a@b": ["x"]}}}}) == [
+        'auth.client_certs.subject_from: "email" is not one of san_uri, san_dns, cn',
+    ]
+    assert dict_errors({"auth": {"client_certs": {"scopes": ["x"]}}}) == [
+        "auth.client_certs.scopes: expected a mapping of certificate subjects to scopes, "
+        "got a list",
+    ]
+
+
+def test_require_scopes_on_mtls_routes_needs_certificate_scopes(tmp_path):
+    tls_files(tmp_path)
+    routes = """\
+routes:
+  - id: internal
+    uri: http://a
+    auth: mtls
+    filters: [RequireScopes=read]
+"""
+    assert errors(tmp_path, CERT_LISTENER + routes) == [
+        "8: routes[0].filters[0]: RequireScopes on route 'internal' (auth: mtls) needs "
+        "auth.client_certs.scopes, the scopes client certificates are granted",
+    ]
+    with_scopes = CERT_LISTENER + "auth: {client_certs: {scopes: {'urn:a': [read]}}}\n" + routes
+    assert load(tmp_path, with_scopes).routes[0].filters[0].args == ("read",)
+    providers = BASE.split("\n", 2)[2]
+    either = CERT_LISTENER + providers + routes.replace("auth: mtls", "auth: jwt_or_mtls")
+    assert load(tmp_path, either).routes[0].auth == "jwt_or_mtls"
+
+
+def test_forward_client_cert(tmp_path):
+    tls_files(tmp_path)
+    config = load(tmp_path, CERT_LISTENER + """\
+routes:
+  - id: internal
+    uri: http://a
+    auth: mtls
+    filters:
+      - ForwardClientCert=
+      - ForwardClientCert=URI, Cert, URI
+      - {name: ForwardClientCert, args: {fields: [DNS, Subject]}}
+      - {name: ForwardClientCert}
+      - ForwardClientCert=Hash
+""")
+    assert [f.args for f in config.routes[0].filters] == [
+        ("Hash", "Subject", "URI", "DNS"),
+        ("Hash", "Cert", "URI"),
+        ("Hash", "Subject", "DNS"),
+        ("Hash", "Subject", "URI", "DNS"),
+        ("Hash",),
+    ]
+    assert errors(tmp_path, CERT_LISTENER + """\
+routes:
+  - id: internal
+    uri: http://a
+    auth: none
+    filters: [ForwardClientCert=subject, ForwardClientCert=Chain, ForwardClientCert=By]
+""") == [
+        "8: routes[0].filters[0]: ForwardClientCert: unknown field 'subject' "
+        "(did you mean 'Subject'?)",
+        "8: routes[0].filters[1]: ForwardClientCert: Chain is not available (the verified "
+        "chain is not exposed by Python's ssl); use Cert",
+        "8: routes[0].filters[2]: ForwardClientCert: unknown field 'By' "
+        "(known: Hash, Cert, Subject, URI, DNS)",
+    ]
+    assert dict_errors(route_with("filters", ["ForwardClientCert="])) == [
+        "routes[0].filters[0]: ForwardClientCert needs a listener with tls.client_auth: "
+        "optional or require",
     ]
