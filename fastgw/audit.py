@@ -53,5 +53,16 @@ class AuditLog:
                 line[field] = value if len(value) <= 256 else value[:256] + "..."
         self.writer.write(line)
 
+    def connection_failure(self, client_ip: str, event: str, reason: str) -> None:
+        """A refusal before any request existed (a failed client-certificate handshake)."""
+        self.writer.write({
+            "ts": rfc3339_ms(time.time()),
+            "event": event,
+            "reason": reason,
+            "request_id": None,
+            "client_ip": client_ip,
+            "status": None,
+        })
+
     def close(self) -> None:
         self.writer.close()

@@ -28,11 +28,21 @@ def cmd_check(args) -> int:
     from .gateway import Snapshot, SnapshotError
     from .metrics import Metrics
     from .ratelimit.policy import RateLimiter
+    from .tls import ListenerTLSContext, TLSConfigError
 
     try:
         config = load_config(args.config)
         Snapshot(config, None, Authenticator(config.auth, metrics=Metrics(), audit=None),
                  RateLimiter(config, buckets=None, redis=None, metrics=None, audit=None))
+        errors = []
+        for listener in config.listeners:
+            if listener.tls is not None:
+                try:
+                    ListenerTLSContext(listener.tls)
+                except (TLSConfigError, OSError) as exc:
+                    errors.append((config.source, listener.line, f"listeners: tls: {exc}"))
+        if errors:
+            raise SnapshotError(errors)
     except (ConfigError, SnapshotError) as exc:
         print(exc, file=sys.stderr)
         return 2

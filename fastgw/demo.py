@@ -113,7 +113,7 @@ config {path} (key and JWKS beside it)
   fastgw explain -c {path} GET /orders/42 --token {stranger}
   # the audit log, and metrics
   tail {workdir}/audit.log
-  curl -s http://127.0.0.1:{admin_port}/metrics | grep -E 'fastgw_(requests|auth_failures|rate_limited)_total'
+  curl -s http://127.0.0.1:{admin_port}/metrics | grep _total
 
 Ctrl-C stops it.
 """,

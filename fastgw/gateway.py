@@ -30,6 +30,14 @@ from .metrics import Metrics
 from .proxy import Exchange, handle
 from .ratelimit import RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
+from .tls import (
+    BAD_CLIENT_CERT,
+    NO_CLIENT_CERT,
+    ListenerTLSContext,
+    TLSConfigError,
+    handshake_failure_reason,
+    upstream_context,
+)
 from .upstream.service import ServiceRuntime
 
 log = logging.getLogger("fastgw")
@@ -48,6 +56,7 @@ class RouteRuntime:
         "auth",
         "checks",
         "config",
+        "forward_client_cert",
         "id",
         "rate_limits",
         "request_filters",
@@ -66,12 +75,15 @@ class RouteRuntime:
         self.scopes: tuple[str, ...] = ()
         self.rate_limits: tuple[str, ...] = ()
         self.token_relay = False
+        self.forward_client_cert: tuple[str, ...] | None = None
         request_filters = []
         response_filters = []
         for spec in route.filters:
             if spec.name in POLICY:
                 if spec.name == "TokenRelay":
                     self.token_relay = True
+                elif spec.name == "ForwardClientCert":
+                    self.forward_client_cert = spec.args or ("Hash", "Subject", "URI", "DNS")
                 elif spec.name == "RequireScopes":
                     self.scopes += spec.args
                 else:
@@ -88,6 +100,10 @@ class RouteRuntime:
         checks = []
         if route.auth == "jwt":
             checks.append(authenticator.authenticate)
+        elif route.auth == "mtls":
+            checks.append(authenticator.certificate)
+        elif route.auth == "jwt_or_mtls":
+            checks.append(authenticator.token_or_certificate)
         if self.scopes:
             checks.append(authenticator.authorizer(self.scopes))
         if self.rate_limits:
@@ -127,19 +143,22 @@ class Snapshot:
         self.services: dict[str, ServiceRuntime] = {}
         for name, service in config.services.items():
             old = reusable.get(name)
-            self.services[name] = (
-                old if old is not None and old.config == service else ServiceRuntime(service, loop)
-            )
+            if old is not None and old.config == service:
+                self.services[name] = old
+                continue
+            context = None
+            if any(i.scheme == "https" for i in service.instances):
+                try:
+                    context = upstream_context(service.tls)
+                except (TLSConfigError, OSError) as exc:
+                    errors.append((config.source, service.line, f"services.{name}.tls: {exc}"))
+                    continue
+            self.services[name] = ServiceRuntime(service, loop, ssl=context)
         self.routes: list[RouteRuntime] = []
         specs = []
         for i, route in enumerate(config.routes):
             where = (config.source, route.line, f"routes[{i}] ({route.id})")
             try:
-                if route.auth in ("mtls", "jwt_or_mtls"):
-                    raise ValueError(
-                        f"auth: {route.auth} is not available in this version of fastgw; "
-                        "use auth: none"
-                    )
                 specs.append(route_spec(route))
                 self.routes.append(
                     RouteRuntime(route, self.services[route.service], authenticator, limiter)
@@ -174,11 +193,13 @@ def bind_socket(host: str, port: int, reuse_port: bool) -> socket.socket:
 class Listening:
     """One listening socket whose accepting pauses at max_connections."""
 
-    def __init__(self, gateway: Gateway, sock: socket.socket, scheme: str, ssl=None) -> None:
+    def __init__(self, gateway: Gateway, sock: socket.socket, listener,
+                 tls: ListenerTLSContext | None) -> None:
         self.gateway = gateway
         self.sock = sock
-        self.scheme = scheme
-        self.ssl = ssl
+        self.listener = listener
+        self.tls = tls
+        self.scheme = "https" if tls is not None else "http"
         self.accepting = False
 
     @property
@@ -223,13 +244,24 @@ class Listening:
 
     async def _serve(self, conn: socket.socket) -> None:
         gateway = self.gateway
+        tls = self.tls
         try:
-            await gateway.loop.connect_accepted_socket(
-                lambda: ClientProtocol(gateway, self.scheme), conn, ssl=self.ssl
-            )
-        except (TimeoutError, OSError) as exc:
-            log.debug("connection setup failed: %s", exc)
+            if tls is None:
+                await gateway.loop.connect_accepted_socket(
+                    lambda: ClientProtocol(gateway, "http"), conn)
+            else:
+                peer = conn.getpeername()
+                await gateway.loop.connect_accepted_socket(
+                    lambda: ClientProtocol(gateway, "https"), conn, ssl=tls.context,
+                    ssl_handshake_timeout=gateway.snapshot.limits.header_timeout)
+        except (OSError, TimeoutError) as exc:
             conn.close()
+            if tls is not None:
+                reason = handshake_failure_reason(exc)
+                if reason in (NO_CLIENT_CERT, BAD_CLIENT_CERT):
+                    gateway.audit.connection_failure(peer[0], "mtls_failure", reason)
+                    gateway.metrics.auth_failures.inc((reason,))
+                log.debug("TLS handshake from %s failed: %s (%s)", peer[0], reason, exc)
         finally:
             gateway.pending_accepts -= 1
 
@@ -287,14 +319,16 @@ class Gateway:
             except OSError as exc:
                 raise OSError(exc.errno, f"cannot listen on {listener.host}:{listener.port}: "
                                          f"{exc.strerror}") from None
-            scheme = "https" if listener.tls else "http"
+            tls = None
             if listener.tls is not None:
-                sock.close()
-                raise SnapshotError(
-                    [(self.config.source, listener.line,
-                      "listeners: tls is not available in this version of fastgw")]
-                )
-            self.listening.append(Listening(self, sock, scheme))
+                try:
+                    tls = ListenerTLSContext(listener.tls)
+                except (TLSConfigError, OSError) as exc:
+                    sock.close()
+                    raise SnapshotError(
+                        [(self.config.source, listener.line, f"listeners: tls: {exc}")]
+                    ) from None
+            self.listening.append(Listening(self, sock, listener, tls))
         if self.config.admin is not None and self.worker == 0:
             self.admin = AdminServer(self, self.config.admin)
             await self.admin.start()
@@ -377,6 +411,16 @@ class Gateway:
             if redis is not old_redis and redis is not None:
                 await redis.close()
             raise
+        for listening in self.listening:
+            address = (listening.listener.host, listening.listener.port)
+            new = next((ln for ln in config.listeners if (ln.host, ln.port) == address), None)
+            if listening.tls is not None and new is not None and new.tls is not None:
+                try:
+                    # Always: certificate files may have been replaced in place.
+                    listening.tls.reload(new.tls)
+                except (TLSConfigError, OSError) as exc:
+                    raise SnapshotError([(config.source, new.line, f"listeners: tls: {exc}")]) \
+                        from None
         await authenticator.start()
         old, old_authenticator = self.snapshot, self.authenticator
         self.snapshot, self.authenticator, self.redis = snapshot, authenticator, redis

@@ -15,6 +15,7 @@ from collections import deque
 
 from .http.headers import HOP_BY_HOP, Headers, connection_tokens
 from .http.status import error_response, status_line
+from .tls import xfcc_value
 from .upstream.connection import UpstreamError
 
 log = logging.getLogger("fastgw.proxy")
@@ -418,6 +419,10 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
             "latin-1"
         ),
     ]
+    if route.forward_client_cert is not None and request.client_cert is not None:
+        xfcc = xfcc_value(request.client_cert, ex.protocol.server_uri,
+                          fields=route.forward_client_cert)
+        parts.append(f"X-Forwarded-Client-Cert: {xfcc}\r\n".encode("latin-1"))
     if ex.chunked:
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif ex.length is not None:

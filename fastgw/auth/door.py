@@ -18,6 +18,7 @@ from urllib.parse import quote
 from .._core import active
 from ..config.model import Auth
 from ..proxy import Rejection
+from ..tls import CertificateScopes
 from .codes import VERDICTS, AuthCode, www_authenticate
 from .jwks import ProviderKeys
 from .verifier import ProviderVerifier, Result, TokenVerifier
@@ -56,6 +57,15 @@ def identity_headers(result: Result) -> tuple[str | None, str | None]:
     return subject, " ".join(sorted(header_safe(s, _TOKEN_SAFE) for s in scopes))
 
 
+def _bound(claims: dict, cert) -> bool:
+    """RFC 8705: a token confirmed by a certificate is good only over a TLS
+    connection whose verified client certificate has that thumbprint. A
+    confirmation this gateway cannot check (another method) fails closed."""
+    cnf = claims["cnf"]
+    thumbprint = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    return isinstance(thumbprint, str) and cert is not None and cert.thumbprint == thumbprint
+
+
 def bearer_token(request) -> tuple[AuthCode, str | None]:
     """The one bearer credential of a request (RFC 6750 section 2.1)."""
     values = request.headers.getall("authorization")
@@ -83,6 +93,8 @@ class Authenticator:
     def __init__(self, auth: Auth, *, metrics, audit, previous: Authenticator | None = None):
         self.metrics = metrics
         self.audit = audit
+        self.cert_scopes = CertificateScopes(auth.client_cert_scopes,
+                                             auth.client_cert_subject_from or "san_uri")
         old = previous.keys if previous is not None else {}
         self.keys: dict[str, ProviderKeys] = {
             p.name: ProviderKeys(p, on_refresh=self._refreshed, previous=old.get(p.name))
@@ -121,6 +133,8 @@ class Authenticator:
             return self.reject(ex, code)
         result = self.verifier.verify(token)
         if result.code == AuthCode.OK:
+            if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
+                return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
             self.accept(ex, token, result)
             return None
         if result.unknown_kid and result.provider in self.keys:
@@ -131,9 +145,47 @@ class Authenticator:
         if await self.keys[result.provider].refresh_for_kid(result.kid):
             result = self.verifier.verify(token)
             if result.code == AuthCode.OK:
+                if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
+                    return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
                 self.accept(ex, token, result)
                 return None
         return self.reject(ex, result.code, result)
+
+    def certificate(self, ex):
+        """``auth: mtls``: the connection's verified client certificate is the identity."""
+        cert = ex.request.client_cert
+        if cert is None or cert.subject is None:
+            return self.reject_certificate(ex, cert)
+        self.accept_certificate(ex, cert)
+        return None
+
+    def token_or_certificate(self, ex):
+        """``auth: jwt_or_mtls``: a bearer token when one is sent, else the certificate."""
+        request = ex.request
+        cert = request.client_cert
+        if "authorization" in request.headers or cert is None or cert.subject is None:
+            return self.authenticate(ex)
+        self.accept_certificate(ex, cert)
+        return None
+
+    def accept_certificate(self, ex, cert) -> None:
+        request = ex.request
+        request.identity = cert
+        scopes = self.cert_scopes.scopes(cert.subject) if self.cert_scopes else frozenset()
+        # RequireScopes reads the same claims whatever the credential was.
+        request.claims = {"sub": cert.subject, "scope": " ".join(sorted(scopes))}
+        headers = request.headers
+        headers.add("X-Auth-Subject", header_safe(cert.subject))
+        if scopes:
+            headers.add("X-Auth-Scopes", " ".join(sorted(header_safe(s, _TOKEN_SAFE)
+                                                         for s in scopes)))
+
+    def reject_certificate(self, ex, cert) -> Rejection:
+        reason = "no_client_cert" if cert is None else "bad_client_cert"
+        self.metrics.auth_failures.inc((reason,))
+        self.audit.record(ex, event="mtls_failure", reason=reason, status=401,
+                          client_cert_subject=cert.dn if cert is not None else None)
+        return Rejection(401)
 
     def authorizer(self, scopes: tuple[str, ...]):
         required = tuple(s[6:] if s.startswith("SCOPE_") else s for s in scopes)
@@ -171,8 +223,10 @@ class Authenticator:
                challenge: str | None = None) -> Rejection:
         verdict = VERDICTS[code]
         self.metrics.auth_failures.inc((verdict.metric_label,))
-        if result is None and isinstance(ex.request.identity, Result):
-            result = ex.request.identity  # authorization failed for a verified token
+        identity = ex.request.identity
+        if result is None and isinstance(identity, Result):
+            result = identity  # authorization failed for a verified token
+        cert = ex.request.client_cert
         self.audit.record(
             ex,
             event=verdict.audit_event,
@@ -181,6 +235,7 @@ class Authenticator:
             sub=result.sub if result is not None else None,
             iss=result.iss if result is not None else None,
             kid=result.kid if result is not None else None,
+            client_cert_subject=cert.subject if cert is not None else None,
         )
         value = challenge or verdict.www_authenticate
         return Rejection(verdict.status, headers=(("WWW-Authenticate", value),) if value else ())

@@ -22,6 +22,7 @@ from collections import deque
 
 import httptools
 
+from ..tls import client_identity, server_uri
 from .headers import HOP_BY_HOP, Headers, connection_tokens
 from .request import Request
 from .status import error_response
@@ -41,6 +42,7 @@ _SPECIAL = frozenset(
         *HOP_BY_HOP, "host", "content-length", "expect", "x-request-id",
         "x-auth-subject", "x-auth-scopes",
         "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+        "x-forwarded-client-cert", "client-cert", "client-cert-chain",
     )
 )
 
@@ -62,6 +64,8 @@ class ClientProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.client_ip = ""
         self.trusted = False
+        self.client_cert = None
+        self.server_uri = None
         self.parser = httptools.HttpRequestParser(self)
         self.closing = False
         self.write_paused = False
@@ -91,6 +95,11 @@ class ClientProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         self.trusted = self.gateway.is_trusted(self.client_ip)
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.client_cert = client_identity(
+                ssl_object, self.gateway.config.auth.client_cert_subject_from)
+            self.server_uri = server_uri(ssl_object)
         self.gateway.connection_opened(self)
         self._arm("head", self.gateway.snapshot.limits.header_timeout)
 
@@ -295,6 +304,7 @@ class ClientProtocol(asyncio.Protocol):
             self.scheme, request_id,
         )
         request.forwarded_for = forwarded
+        request.client_cert = self.client_cert
         return self.gateway.exchange_class(
             self,
             request,

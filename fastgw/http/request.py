@@ -6,6 +6,7 @@ from .headers import Headers
 class Request:
     __slots__ = (
         "claims",
+        "client_cert",
         "client_ip",
         "forwarded_for",
         "headers",
@@ -45,6 +46,7 @@ class Request:
         self.route_id: str | None = None
         self.path_vars: dict[str, str] | None = None
         self.claims: dict | None = None
+        self.client_cert = None  # the connection's verified client certificate (ClientIdentity)
         self.forwarded_for: list[str] = []  # X-Forwarded-For values the caller sent
         self.identity = None  # the verified credential (token result, client certificate)
 

@@ -78,8 +78,9 @@ def key_function(kind: str, trusted_proxies):
     if kind == "mtls.subject":
 
         def by_certificate(request):
-            subject = getattr(request.identity, "subject", None)
-            return (kind, subject) if isinstance(subject, str) else by_ip(request)
+            cert = request.client_cert
+            subject = cert.subject if cert is not None else None
+            return (kind, subject) if subject is not None else by_ip(request)
 
         return by_certificate
     raise ValueError(f"unknown rate-limit key {kind!r}")

@@ -94,6 +94,7 @@ class InstancePool:
                     inst.port,
                     ssl=self.ssl,
                     server_hostname=self.server_hostname if self.ssl else None,
+                    ssl_handshake_timeout=self.connect_timeout if self.ssl else None,
                 ),
                 self.connect_timeout,
             )
