@@ -28,7 +28,7 @@ class AdminServer:
             self.server.close()
             await self.server.wait_closed()
 
-    def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
+    async def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
         if method not in ("GET", "HEAD"):
             return 405, "text/plain", b"method not allowed\n"
         path = path.split("?", 1)[0]
@@ -39,7 +39,7 @@ class AdminServer:
                 return 200, "text/plain", b"ready\n"
             return 503, "text/plain", b"not ready\n"
         if path == "/metrics":
-            return 200, "text/plain; version=0.0.4", self.gateway.render_metrics()
+            return 200, "text/plain; version=0.0.4", await self.gateway.render_metrics()
         return 404, "text/plain", b"not found\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -50,7 +50,7 @@ class AdminServer:
                 if len(parts) != 3:
                     break
                 method, path = parts[0].decode("latin-1"), parts[1].decode("latin-1")
-                status, ctype, body = self.answer(method, path)
+                status, ctype, body = await self.answer(method, path)
                 writer.write(
                     f"HTTP/1.1 {status} {_REASONS[status]}\r\nContent-Type: {ctype}\r\n"
                     f"Content-Length: {len(body)}\r\n\r\n".encode()

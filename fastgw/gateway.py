@@ -9,6 +9,7 @@ requests already running keep the one they started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import ipaddress
 import itertools
@@ -16,6 +17,8 @@ import logging
 import os
 import socket
 import time
+
+import orjson
 
 from . import _core
 from .admin import AdminServer
@@ -26,7 +29,7 @@ from .config.model import Route
 from .filters import POLICY, build_filter
 from .http.protocol import ClientProtocol
 from .logs import LineWriter, rfc3339_ms
-from .metrics import Metrics
+from .metrics import Metrics, export, merge
 from .proxy import Exchange, handle
 from .ratelimit import RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
@@ -41,6 +44,8 @@ from .tls import (
 from .upstream.service import ServiceRuntime
 
 log = logging.getLogger("fastgw")
+
+METRICS_INTERVAL = 1.0
 
 
 class SnapshotError(ValueError):
@@ -272,7 +277,8 @@ class Gateway:
     exchange_class = Exchange
 
     def __init__(self, config: Config | dict | str, *, reuse_port: bool = False,
-                 worker: int = 0, buckets: SharedBuckets | None = None) -> None:
+                 worker: int = 0, buckets: SharedBuckets | None = None,
+                 metrics_dir: str | None = None) -> None:
         if not isinstance(config, Config):
             config = load_config(config)
         self.config = config
@@ -281,6 +287,8 @@ class Gateway:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.snapshot: Snapshot | None = None
         self.metrics = Metrics()
+        self.metrics_dir = metrics_dir
+        self._publisher: asyncio.Task | None = None
         self.connections: set[ClientProtocol] = set()
         self.pending_accepts = 0
         self.listening: list[Listening] = []
@@ -337,6 +345,8 @@ class Gateway:
             host, port = listening.address
             log.info("listening on %s://%s:%d", listening.scheme, host, port)
         self.listening_ready = True
+        if self.metrics_dir is not None:
+            self._publisher = self.loop.create_task(self._publish_metrics())
 
     @property
     def ready(self) -> bool:
@@ -348,6 +358,8 @@ class Gateway:
         if timeout is None:
             timeout = self.config.drain_timeout
         self.draining = True
+        if self._publisher is not None:
+            self._publisher.cancel()
         for listening in self.listening:
             listening.close()
         for conn in list(self.connections):
@@ -488,16 +500,52 @@ class Gateway:
                 "error": error,
             })
 
-    def render_metrics(self) -> bytes:
-        metrics = self.metrics
-        metrics.active_connections.set((), len(self.connections))
+    async def render_metrics(self) -> bytes:
+        """Prometheus text: the sum over every worker of this host."""
+        self.metrics.active_connections.set((), len(self.connections))
+        if self.metrics_dir is None:
+            total = self.metrics
+        else:
+            others = await self.loop.run_in_executor(None, self._read_other_workers)
+            total = Metrics()
+            merge(total, export(self.metrics))
+            for exported in others:
+                merge(total, exported)
+        # Instance health is this worker's view, not a sum.
         now = self.loop.time()
-        healthy = metrics.upstream_healthy
+        healthy = total.upstream_healthy
         healthy.values.clear()
         for service in self.snapshot.services.values():
             for inst in service.instances:
                 healthy.set((service.name, inst.name), 1 if inst.available(now) else 0)
-        return metrics.render()
+        return total.render()
+
+    def _read_other_workers(self) -> list[dict]:
+        found = []
+        for name in os.listdir(self.metrics_dir):
+            if name.endswith(".json") and name != f"worker-{self.worker}.json":
+                try:
+                    with open(os.path.join(self.metrics_dir, name), "rb") as f:
+                        found.append(orjson.loads(f.read()))
+                except (OSError, ValueError):
+                    continue  # a worker being replaced; its next write will be whole
+        return found
+
+    async def _publish_metrics(self) -> None:
+        """With several workers, each leaves its numbers where the admin worker reads them."""
+        path = os.path.join(self.metrics_dir, f"worker-{self.worker}.json")
+
+        def write(data: bytes) -> None:
+            with open(path + ".tmp", "wb") as f:
+                f.write(data)
+            os.replace(path + ".tmp", path)
+
+        while True:
+            self.metrics.active_connections.set((), len(self.connections))
+            data = orjson.dumps(export(self.metrics))
+            with contextlib.suppress(OSError):
+                await self.loop.run_in_executor(None, write, data)
+            await asyncio.sleep(METRICS_INTERVAL)
 
     def exchange_finished(self, ex: Exchange) -> None:
         route = ex.route.id if ex.route is not None else ""

@@ -103,3 +103,28 @@ class Metrics:
         for metric in vars(self).values():
             lines += metric.render()
         return ("\n".join(lines) + "\n").encode()
+
+
+def export(metrics: Metrics) -> dict:
+    """This worker's numbers, as plain data another worker can add up."""
+    out = {}
+    for attr, metric in vars(metrics).items():
+        if isinstance(metric, Histogram):
+            out[attr] = [[list(k), counts, total] for k, (counts, total) in metric.values.items()]
+        else:
+            out[attr] = [[list(k), v] for k, v in metric.values.items()]
+    return out
+
+
+def merge(metrics: Metrics, exported: dict) -> None:
+    """Add another worker's exported numbers into ``metrics``."""
+    for attr, rows in exported.items():
+        metric = getattr(metrics, attr, None)
+        if isinstance(metric, Histogram):
+            for key, counts, total in rows:
+                series = metric.values.setdefault(tuple(key), [[0] * len(counts), 0.0])
+                series[0] = [a + b for a, b in zip(series[0], counts, strict=True)]
+                series[1] += total
+        elif isinstance(metric, Counter):
+            for key, value in rows:
+                metric.values[tuple(key)] += value

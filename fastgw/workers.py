@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 
 import uvloop
@@ -24,9 +26,11 @@ from .ratelimit import SharedBuckets
 log = logging.getLogger("fastgw")
 
 RESTART_BACKOFF = (0.1, 0.5, 1.0, 2.0, 5.0)
+_RUNTIME_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
-def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None) -> int:
+def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None,
+          metrics_dir: str | None = None) -> int:
     """Serve ``path`` in this process until SIGTERM/SIGINT; SIGHUP reloads it."""
     try:
         config = load_config(path)
@@ -36,7 +40,8 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
-        gateway = Gateway(config, reuse_port=reuse_port, worker=worker, buckets=buckets)
+        gateway = Gateway(config, reuse_port=reuse_port, worker=worker, buckets=buckets,
+                          metrics_dir=metrics_dir)
         try:
             await gateway.start()
         except (SnapshotError, OSError) as exc:
@@ -81,6 +86,8 @@ class Supervisor:
         self.drain_timeout = config.drain_timeout
         # One table for every worker of this host, mapped before they fork.
         self.buckets = SharedBuckets.create()
+        # Workers leave their metrics here; the admin worker serves the sum.
+        self.metrics_dir = tempfile.mkdtemp(prefix="fastgw-metrics-", dir=_RUNTIME_DIR)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_hup)
@@ -102,7 +109,8 @@ class Supervisor:
                 signal.signal(sig, signal.SIG_DFL)
             code = 1
             try:
-                code = serve(self.path, worker=index, reuse_port=True, buckets=self.buckets)
+                code = serve(self.path, worker=index, reuse_port=True, buckets=self.buckets,
+                             metrics_dir=self.metrics_dir)
             finally:
                 os._exit(code)
         self.children[pid] = index
@@ -146,6 +154,7 @@ class Supervisor:
             time.sleep(0.05)
         for pid in self.children:
             _kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
         return 0
 
     def _on_stop(self, signum, frame) -> None:
