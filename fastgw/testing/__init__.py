@@ -4,9 +4,14 @@
   receives and answers echo, download, slow, reset and close routes;
 - ``GatewayProcess``: runs ``python -m fastgw run -c FILE`` on free ports and
   waits until it is ready;
-- ``free_port``: a loopback TCP port nobody listens on right now.
+- ``free_port``: a loopback TCP port nobody listens on right now;
+- ``IdentityProvider``, ``SigningKey``, ``mint_token``: a local OpenID Connect
+  provider with a rotatable JWKS, and tokens signed by its keys;
+- ``TestPKI``: a CA with server and client certificates, good and bad.
 """
 
+from .certs import IssuedCert, TestPKI
+from .idp import IdentityProvider, SigningKey, jwks, mint_token
 from .process import GatewayProcess, GatewayStartError, free_port
 from .upstream import PATTERN, RecordedRequest, RecordingUpstream, pattern_bytes
 
@@ -14,8 +19,14 @@ __all__ = [
     "PATTERN",
     "GatewayProcess",
     "GatewayStartError",
+    "IdentityProvider",
+    "IssuedCert",
     "RecordedRequest",
     "RecordingUpstream",
+    "SigningKey",
+    "TestPKI",
     "free_port",
+    "jwks",
+    "mint_token",
     "pattern_bytes",
 ]
