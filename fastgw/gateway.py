@@ -31,7 +31,7 @@ from .http.protocol import ClientProtocol
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge
 from .proxy import Exchange, handle
-from .ratelimit import RedisBuckets, SharedBuckets
+from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
     BAD_CLIENT_CERT,
@@ -45,7 +45,7 @@ from .upstream.service import ServiceRuntime
 
 log = logging.getLogger("fastgw")
 
-METRICS_INTERVAL = 1.0
+METRICS_INTERVAL = 0.25
 
 
 class SnapshotError(ValueError):
@@ -112,6 +112,8 @@ class RouteRuntime:
         if self.scopes:
             checks.append(authenticator.authorizer(self.scopes))
         if self.rate_limits:
+            if len(set(self.rate_limits)) > MAX_CHECKS:
+                raise ValueError(f"at most {MAX_CHECKS} rate limits per route")
             checks.append(limiter.check(self.rate_limits))
         self.checks = tuple(checks)
 

@@ -76,6 +76,7 @@ ALGORITHMS = (
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 AUTH_MODES = ("jwt", "mtls", "jwt_or_mtls", "none")
 MIN_SECRET_BYTES = 32
+MAX_LIMITS_PER_ROUTE = 8  # one decision checks at most this many buckets
 
 _DEFAULT = Config()
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -761,22 +762,26 @@ class _Reader:
         return tuple(field for field in XFCC_FIELDS if field in wanted or field == "Hash")
 
     def check_rate_limit_filter(self, args: tuple[str, ...], auth: str | None, label: str) -> None:
-        if len(args) != 1:
-            raise ValueError("RateLimit takes the name of one rate limit")
-        name = args[0]
-        if name not in self.limit_names:
-            raise ValueError(f"unknown rate limit {name!r}{_hint(name, sorted(self.limit_names))}")
-        limit = self.rate_limits.get(name)
-        if limit is None:
-            return
-        if limit.key.startswith("jwt.") and auth in ("none", "mtls"):
-            raise ValueError(
-                f"rate limit {name!r} is keyed by {limit.key}, and {label} has auth: {auth}"
-            )
-        if limit.key == "mtls.subject" and auth in ("none", "jwt"):
-            raise ValueError(
-                f"rate limit {name!r} is keyed by mtls.subject, and {label} has auth: {auth}"
-            )
+        if not args:
+            raise ValueError("RateLimit takes the names of one or more rate limits")
+        if len(args) > MAX_LIMITS_PER_ROUTE:
+            raise ValueError(f"RateLimit takes at most {MAX_LIMITS_PER_ROUTE} rate limits")
+        for name in args:
+            if name not in self.limit_names:
+                raise ValueError(
+                    f"unknown rate limit {name!r}{_hint(name, sorted(self.limit_names))}"
+                )
+            limit = self.rate_limits.get(name)
+            if limit is None:
+                continue
+            if limit.key.startswith("jwt.") and auth in ("none", "mtls"):
+                raise ValueError(
+                    f"rate limit {name!r} is keyed by {limit.key}, and {label} has auth: {auth}"
+                )
+            if limit.key == "mtls.subject" and auth in ("none", "jwt"):
+                raise ValueError(
+                    f"rate limit {name!r} is keyed by mtls.subject, and {label} has auth: {auth}"
+                )
 
 
 _TOP_KEYS = (

@@ -41,7 +41,6 @@ _FIXED_ARITY = {
     "AddResponseHeader": 2,
     "RemoveRequestHeader": 1,
     "StripPrefix": 1,
-    "RateLimit": 1,
 }
 
 

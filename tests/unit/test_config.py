@@ -1228,7 +1228,7 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("RequireScopes=read orders", 'RequireScopes: "read orders" is not one scope '
                                       "(separate scopes with commas)"),
         ("RateLimit=per-i", "unknown rate limit 'per-i' (did you mean 'per-ip'?)"),
-        ("RateLimit=", "RateLimit takes the name of one rate limit"),
+        ("RateLimit=", "RateLimit takes the names of one or more rate limits"),
         ("StripPrefix=x", "StripPrefix takes one whole number >= 0 (path segments to drop)"),
         ("StripPrefix=-1", "StripPrefix takes one whole number >= 0 (path segments to drop)"),
         ("TokenRelay=yes", "TokenRelay takes no argument"),
