@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 
-from .http.headers import HOP_BY_HOP, Headers, connection_tokens
+from .http.headers import Headers
 from .http.status import error_response, status_line
 from .tls import xfcc_value
 from .upstream.connection import UpstreamError
@@ -22,8 +22,6 @@ log = logging.getLogger("fastgw.proxy")
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY_STATUS = frozenset({204, 304})
-_HOP_BY_HOP_BYTES = frozenset(h.encode() for h in HOP_BY_HOP) | {b"content-length"}
-_FRAMING_BYTES = frozenset({b"content-length", b"transfer-encoding"})
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 # How the response body is framed towards the client.
@@ -220,7 +218,8 @@ class Exchange:
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
 
-    def upstream_head(self, status: int, headers, chunked: bool, length: int | None, conn) -> None:
+    def upstream_head(self, status: int, kept: list, chunked: bool, length: int | None) -> None:
+        """The response head: ``kept`` holds the upstream's end-to-end fields."""
         self.status = status
         self.response_started = True
         if not self.body_done:
@@ -228,21 +227,6 @@ class Exchange:
             # must never be read as a next request.
             self.keep_alive = False
         request = self.request
-        dropped = _FRAMING_BYTES if status == 101 else _HOP_BY_HOP_BYTES
-        kept = []
-        listed = None
-        for name, value in headers:
-            low = name.lower()
-            if low in dropped:
-                if low == b"connection" and status != 101:
-                    listed = connection_tokens([value.decode("latin-1")])
-                    listed.difference_update(("close", "keep-alive"))
-                continue
-            kept.append((low, name, value))
-        if listed:
-            # Fields the upstream named in Connection are hop-by-hop too.
-            keys = {t.encode("latin-1") for t in listed}
-            kept = [item for item in kept if item[0] not in keys]
         view = Headers.from_raw(kept)
         route = self.route
         if route is not None:
