@@ -69,7 +69,28 @@ class MemoryTransport(asyncio.Transport):
         self.closed = True
 
 
-async def run(requests: int, profile: bool) -> None:
+def jwt_setup(config: dict) -> bytes:
+    """Make the orders route need an RS256 token with a scope; the request carries one."""
+    import json
+    import tempfile
+
+    from fastgw.testing.idp import SigningKey, jwks, mint_token
+
+    key = SigningKey.generate("RS256")
+    path = Path(tempfile.mkdtemp()) / "jwks.json"
+    path.write_text(json.dumps(jwks(key)))
+    config["auth"] = {"jwt": {"providers": [{
+        "name": "bench", "issuer": "https://idp.bench", "jwks_file": str(path),
+        "audiences": ["bench-api"], "algorithms": ["RS256"]}]}}
+    route = config["routes"][-1]
+    route["auth"] = "jwt"
+    route["filters"].append("RequireScopes=bench")
+    token = mint_token(key, iss="https://idp.bench", aud="bench-api", scope="bench", ttl=3600)
+    return REQUEST.replace(b"Accept: */*\r\n", b"Accept: */*\r\nAuthorization: Bearer "
+                           + token.encode() + b"\r\n")
+
+
+async def run(requests: int, profile: bool, jwt: bool) -> None:
     config = {
         "listeners": [{"address": "127.0.0.1:0"}],
         "admin": None,
@@ -80,6 +101,7 @@ async def run(requests: int, profile: bool) -> None:
         ] + [{"id": "orders", "uri": "lb://orders", "predicates": ["Path=/orders/**"],
               "auth": "none", "filters": ["AddRequestHeader=X-Gateway, fastgw"]}],
     }
+    request = jwt_setup(config) if jwt else REQUEST
     gateway = Gateway(config)
     await gateway.start()
     loop = asyncio.get_running_loop()
@@ -101,7 +123,7 @@ async def run(requests: int, profile: bool) -> None:
         if count >= requests:
             done.set()
         else:
-            loop.call_soon(protocol.data_received, REQUEST)
+            loop.call_soon(protocol.data_received, request)
 
     protocol = ClientProtocol(gateway)
     protocol.connection_made(MemoryTransport(answered))
@@ -109,13 +131,13 @@ async def run(requests: int, profile: bool) -> None:
     started = time.process_time()
     if profiler:
         profiler.enable()
-    protocol.data_received(REQUEST)
+    protocol.data_received(request)
     await done.wait()
     if profiler:
         profiler.disable()
     elapsed = time.process_time() - started
     print(f"{requests} requests, {elapsed / requests * 1e6:.1f} us CPU per request "
-          f"(parse, route, filters, forward, relay)")
+          f"(parse, route, {'JWT, scope, ' if jwt else ''}filters, forward, relay)")
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     await gateway.stop(timeout=0.1)
@@ -125,8 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--jwt", action="store_true", help="an RS256 route with a cached token")
     args = parser.parse_args()
-    uvloop.run(run(args.requests, args.profile))
+    uvloop.run(run(args.requests, args.profile, args.jwt))
 
 
 if __name__ == "__main__":

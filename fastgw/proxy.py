@@ -392,7 +392,7 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
     request = ex.request
     headers = request.headers
     if not route.token_relay:
-        headers.remove("authorization")
+        headers.remove(b"authorization")
     ip = request.client_ip
     xff = ", ".join([*request.forwarded_for, ip]) if trusted and request.forwarded_for else ip
     parts = [

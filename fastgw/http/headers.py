@@ -80,15 +80,21 @@ class Headers:
         key = _key(name)
         return [v.decode("latin-1") for k, _, v in self._items if k == key]
 
+    def values(self, key: bytes) -> list[bytes]:
+        """Raw values of the field whose lower-cased name is ``key``."""
+        return [v for k, _, v in self._items if k == key]
+
+    def append_raw(self, field: tuple[bytes, bytes, bytes]) -> None:
+        """Add a field already encoded as (lower-cased name, name, value)."""
+        self._items.append(field)
+
     def add(self, name: str, value: str) -> None:
         raw = name.encode("latin-1")
         self._items.append((raw.lower(), raw, value.encode("latin-1")))
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str | bytes) -> None:
         key = _key(name)
-        items = self._items
-        if any(k == key for k, _, _ in items):
-            self._items = [item for item in items if item[0] != key]
+        self._items = [item for item in self._items if item[0] != key]
 
     def remove_all(self, lower_names: Iterable[str | bytes]) -> None:
         keys = {_key(n) for n in lower_names}
