@@ -80,14 +80,19 @@ def bearer_token(request) -> tuple[AuthCode, str | None]:
         return AuthCode.MISSING_TOKEN, None
     if len(values) > 1 or (request.query and _has_access_token(request.query)):
         return AuthCode.TWO_CREDENTIALS, None
-    value = values[0].strip()
+    value = values[0]
     if value[:7].lower() != b"bearer ":
         return AuthCode.MISSING_TOKEN, None
-    token = value[7:].strip(b" ")
-    if not token or len(token) > MAX_TOKEN or not token.isascii():
+    token = value[7:]
+    if token[:1] == b" " or token[-1:] in b" \t":
+        token = token.strip(b" \t")
+    if not token or len(token) > MAX_TOKEN:
         return AuthCode.MALFORMED_TOKEN, None
-    # The strict JWS parser judges the rest (spaces, commas, alphabet, padding).
-    return AuthCode.OK, token.decode("ascii")
+    try:
+        # The strict JWS parser judges the rest (spaces, commas, alphabet, padding).
+        return AuthCode.OK, token.decode("ascii")
+    except UnicodeDecodeError:
+        return AuthCode.MALFORMED_TOKEN, None
 
 
 def _has_access_token(query: str) -> bool:
