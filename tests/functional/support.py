@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+from conftest import RawResponse
+
 from fastgw.testing import RecordingUpstream
 
 
@@ -56,23 +58,12 @@ def curl(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     )
 
 
-class CurlResponse:
+class CurlResponse(RawResponse):
+    """A response as curl saw it, with curl's exit code."""
+
     def __init__(self, status: int, headers: list[tuple[str, str]], body: bytes, exit_code: int):
-        self.status = status
-        self.headers = headers
-        self.body = body
+        super().__init__("1.1", status, "", headers, body, exit_code == 0)
         self.exit_code = exit_code
-
-    def header_values(self, name: str) -> list[str]:
-        name = name.lower()
-        return [v for n, v in self.headers if n.lower() == name]
-
-    def header(self, name: str) -> str | None:
-        values = self.header_values(name)
-        return values[0] if values else None
-
-    def json(self):
-        return json.loads(self.body)
 
     def __repr__(self) -> str:
         return f"<CurlResponse {self.status} {self.headers} {self.body[:200]!r}>"
