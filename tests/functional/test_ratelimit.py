@@ -377,8 +377,9 @@ def test_two_limits_allow_only_together_and_a_denial_spends_nothing(
 # -- several workers, one host -----------------------------------------------------------------
 
 
-def accepted_sockets(port: int) -> set[int]:
-    """Inodes of the established TCP sockets whose local port is ``port`` (server side)."""
+def accepted_sockets(port: int, state_code: str = "01") -> set[int]:
+    """Inodes of the TCP sockets whose local port is ``port`` and whose state is
+    ``state_code`` (01 established, server side; 0A listening)."""
     inodes = set()
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -388,7 +389,7 @@ def accepted_sockets(port: int) -> set[int]:
         for row in rows:
             fields = row.split()
             local, state, inode = fields[1], fields[3], int(fields[9])
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            if state == state_code and int(local.rsplit(":", 1)[1], 16) == port:
                 inodes.add(inode)
     return inodes
 
@@ -410,11 +411,16 @@ def socket_owners(pids: list[int], inodes: set[int]) -> dict[int, int]:
 
 
 def wait_for_workers(gw, count: int, timeout: float = 15.0) -> list[int]:
+    """The worker pids, once ``count`` of them each hold a listening socket."""
     deadline = time.monotonic() + timeout
-    while len(gw.children()) != count:
-        assert time.monotonic() < deadline, gw.children()
+    while True:
+        workers = gw.children()
+        if len(workers) == count:
+            listening = socket_owners(workers, accepted_sockets(gw.port, "0A"))
+            if all(listening.values()):
+                return workers
+        assert time.monotonic() < deadline, (workers, gw.children())
         time.sleep(0.05)
-    return gw.children()
 
 
 @pytest.fixture
