@@ -35,7 +35,7 @@ class AdminServer:
         if path == "/healthz":
             return 200, "text/plain", b"ok\n"
         if path == "/readyz":
-            if self.gateway.ready:
+            if await self.gateway.host_ready():
                 return 200, "text/plain", b"ready\n"
             return 503, "text/plain", b"not ready\n"
         if path == "/metrics":

@@ -280,7 +280,7 @@ class Gateway:
 
     def __init__(self, config: Config | dict | str, *, reuse_port: bool = False,
                  worker: int = 0, buckets: SharedBuckets | None = None,
-                 metrics_dir: str | None = None) -> None:
+                 metrics_dir: str | None = None, workers: int = 1) -> None:
         if not isinstance(config, Config):
             config = load_config(config)
         self.config = config
@@ -290,6 +290,7 @@ class Gateway:
         self.snapshot: Snapshot | None = None
         self.metrics = Metrics()
         self.metrics_dir = metrics_dir
+        self.workers = workers  # of this host, all publishing to metrics_dir
         self._publisher: asyncio.Task | None = None
         self.connections: set[ClientProtocol] = set()
         self.pending_accepts = 0
@@ -511,8 +512,8 @@ class Gateway:
             others = await self.loop.run_in_executor(None, self._read_other_workers)
             total = Metrics()
             merge(total, export(self.metrics))
-            for exported in others:
-                merge(total, exported)
+            for published in others:
+                merge(total, published["metrics"])
         # Instance health is this worker's view, not a sum.
         now = self.loop.time()
         healthy = total.upstream_healthy
@@ -521,6 +522,17 @@ class Gateway:
             for inst in service.instances:
                 healthy.set((service.name, inst.name), 1 if inst.available(now) else 0)
         return total.render()
+
+    async def host_ready(self) -> bool:
+        """This worker is ready, and so is every other worker of the host."""
+        if not self.ready:
+            return False
+        if self.metrics_dir is None:
+            return True
+        others = await self.loop.run_in_executor(None, self._read_other_workers)
+        now = time.time()
+        fresh = [p for p in others if p["ready"] and now - p["ts"] < 4 * METRICS_INTERVAL + 1]
+        return len(fresh) >= self.workers - 1
 
     def _read_other_workers(self) -> list[dict]:
         found = []
@@ -544,7 +556,8 @@ class Gateway:
 
         while True:
             self.metrics.active_connections.set((), len(self.connections))
-            data = orjson.dumps(export(self.metrics))
+            data = orjson.dumps(
+                {"ts": time.time(), "ready": self.ready, "metrics": export(self.metrics)})
             with contextlib.suppress(OSError):
                 await self.loop.run_in_executor(None, write, data)
             await asyncio.sleep(METRICS_INTERVAL)

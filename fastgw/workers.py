@@ -30,7 +30,7 @@ _RUNTIME_DIR = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None,
-          metrics_dir: str | None = None) -> int:
+          metrics_dir: str | None = None, workers: int = 1) -> int:
     """Serve ``path`` in this process until SIGTERM/SIGINT; SIGHUP reloads it."""
     try:
         config = load_config(path)
@@ -41,7 +41,7 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None,
     async def main() -> int:
         loop = asyncio.get_running_loop()
         gateway = Gateway(config, reuse_port=reuse_port, worker=worker, buckets=buckets,
-                          metrics_dir=metrics_dir)
+                          metrics_dir=metrics_dir, workers=workers)
         try:
             await gateway.start()
         except (SnapshotError, OSError) as exc:
@@ -110,7 +110,7 @@ class Supervisor:
             code = 1
             try:
                 code = serve(self.path, worker=index, reuse_port=True, buckets=self.buckets,
-                             metrics_dir=self.metrics_dir)
+                             metrics_dir=self.metrics_dir, workers=self.count)
             finally:
                 os._exit(code)
         self.children[pid] = index
