@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
+import time
+from pathlib import Path
 
 from .support import fetch
 
@@ -39,3 +43,44 @@ def test_admin_listener_does_not_proxy(gateway, upstream):
     response = fetch(f"{gateway.admin_url}/echo/x")
     assert response.status == 404, response
     assert upstream.requests == []
+
+
+def test_readyz_with_two_workers_needs_both(start_gateway, make_config, upstream):
+    """The admin worker answers for the host: a worker that stops reporting makes
+    the host not ready, and it is ready again once that worker is back."""
+    gw = start_gateway(make_config(upstream.url, workers=2))
+    assert gw.admin_status("/readyz") == 200
+    assert wait_until(lambda: len(gw.children()) == 2, 10), gw.children()
+    other = next(pid for pid in gw.children() if not serves_admin(pid, gw.admin_port))
+    os.kill(other, signal.SIGSTOP)
+    try:
+        assert wait_until(lambda: gw.admin_status("/readyz") == 503, 10)
+        assert gw.admin_status("/healthz") == 200
+    finally:
+        os.kill(other, signal.SIGCONT)
+    assert wait_until(lambda: gw.admin_status("/readyz") == 200, 10)
+
+
+def serves_admin(pid: int, port: int) -> bool:
+    """Whether ``pid`` holds the socket listening on ``port``."""
+    listening = set()
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            listening.add(f"socket:[{fields[9]}]")
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) in listening:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
