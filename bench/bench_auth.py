@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -24,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-import contextlib
 
-from bench_proxy import NGINX_UPSTREAM, free_port, wait_port
+from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, stop_all, wait_port
 
 from fastgw.testing.idp import SigningKey, jwks, mint_token
 
@@ -91,7 +89,7 @@ def main() -> int:
         (tmp / "gateway.yaml").write_text(GATEWAY.format(port=port, upstream=upstream, dir=tmp))
         gateway = subprocess.Popen(
             [sys.executable, "-m", "fastgw", "run", "-c", str(tmp / "gateway.yaml")],
-            env={**os.environ, "FASTGW_LOG_LEVEL": "WARNING"}, start_new_session=True)
+            env=gateway_env(), start_new_session=True)
         procs.append(gateway)
         wait_port(port)
         for path in ("/open/x", "/secure/x"):  # warm-up: pools, the token cache
@@ -111,10 +109,7 @@ def main() -> int:
         print(f"\nJWT costs {100 * (1 - jwt_rps / open_rps):.1f}% of throughput, "
               f"{100 * (jwt_cpu / open_cpu - 1):.1f}% more CPU per request")
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=15)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -21,7 +21,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from bench_auth import cpu_ticks
-from bench_proxy import NGINX_UPSTREAM, free_port, wait_port
+from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, stop_all, wait_port
 
 from fastgw.testing.certs import TestPKI
 from fastgw.testing.process import child_pids
@@ -145,7 +144,7 @@ def main() -> int:
     def start_fastgw(name: str, port: int, listener: str) -> subprocess.Popen:
         config = tmp / f"{name}.yaml"
         config.write_text(FASTGW.format(listener=listener, upstream=upstream))
-        env = {**os.environ, "FASTGW_LOG_LEVEL": "WARNING"}
+        env = gateway_env()
         return start([sys.executable, "-m", "fastgw", "run", "-c", str(config)], port, env)
 
     try:
@@ -199,15 +198,7 @@ def main() -> int:
             added = best[f"{name}-tls"][1] - best[name][1]
             print(f"TLS adds {added:.1f} us of CPU per request to {name}")
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -106,6 +106,26 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listening on {port}")
 
 
+def gateway_env() -> dict[str, str]:
+    """The environment for a gateway subprocess: this checkout's fastgw, quiet logs."""
+    root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    return {**os.environ, "PYTHONPATH": path, "FASTGW_LOG_LEVEL": "WARNING"}
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    """SIGTERM each process group (graceful), SIGKILL what is still there after 10 s."""
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
 def wrk(port: int, duration: int, connections: int, threads: int) -> tuple[float, str]:
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
@@ -163,7 +183,7 @@ def main() -> int:
         port = free_port()
         (tmp / "gateway.yaml").write_text(
             FASTGW.format(port=port, upstream=upstream, workers=args.workers))
-        env = {**os.environ, "FASTGW_LOG_LEVEL": "WARNING"}
+        env = gateway_env()
         proc = subprocess.Popen([sys.executable, "-m", "fastgw", "run", "-c",
                                  str(tmp / "gateway.yaml")], env=env, start_new_session=True)
         procs.append(proc)
@@ -183,14 +203,7 @@ def main() -> int:
         for name, rps, p99 in rows:
             print(f"{name:<20} {rps:>10.0f} {p99:>10} {rps / base:>9.2f}")
     finally:
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+        stop_all(procs)
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -38,7 +38,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
-from bench_proxy import NGINX_UPSTREAM, free_port, wait_port, wrk
+from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, wait_port, wrk
 from bench_ratelimit import start_redis
 
 from fastgw.config.units import parse_rate
@@ -131,7 +131,7 @@ def parse_counts(output: str) -> tuple[int, int]:
 
 
 def throughput(args, upstream: int, redis_url: str, redis_pid: int, tmp: Path) -> None:
-    env = {**os.environ, "FASTGW_LOG_LEVEL": "WARNING"}
+    env = gateway_env()
     gateways = {}
     for name, limit in CASES.items():
         workdir = tmp / name.replace(" ", "-")
@@ -195,7 +195,7 @@ def throughput(args, upstream: int, redis_url: str, redis_pid: int, tmp: Path) -
 def accuracy(args, upstream: int, redis_url: str, tmp: Path) -> None:
     rate = parse_rate(args.accuracy_rate)
     limit = {"rate": args.accuracy_rate, "key": "ip", "store": "redis"}
-    env = {**os.environ, "FASTGW_LOG_LEVEL": "WARNING"}
+    env = gateway_env()
     gateways = []
     try:
         for i in range(2):

@@ -55,6 +55,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import NameOID
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
+from ._background import BackgroundServer
+
 __all__ = ["IdentityProvider", "SigningKey", "jwks", "mint_token"]
 
 _CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
@@ -162,13 +164,15 @@ def mint_token(
     return key.sign(payload, headers)
 
 
-class IdentityProvider:
+class IdentityProvider(BackgroundServer):
     """An issuer with a discovery document and a JWKS on a loopback port.
 
     ``jwks_fetches`` and ``discovery_fetches`` count the requests that reached
     each document (misbehaving answers included); ``wait_for_fetches`` waits
     for more to arrive.
     """
+
+    thread_name = "identity-provider"
 
     def __init__(
         self,
@@ -200,8 +204,6 @@ class IdentityProvider:
         self._failure: tuple[str, float, int, bool] | None = None
         self._lock = threading.Lock()
         self._fetched = threading.Condition(self._lock)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
         self._server_context: ssl.SSLContext | None = None
@@ -299,12 +301,12 @@ class IdentityProvider:
     def down(self) -> None:
         """Stop listening and drop open connections: connections are refused until ``up()``."""
         if self._loop is not None and self._server is not None:
-            asyncio.run_coroutine_threadsafe(self._close_server(), self._loop).result(timeout=10)
+            self.call(self._shutdown())
 
     def up(self) -> None:
         """Listen again, on the same port."""
         if self._loop is not None and self._server is None:
-            asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
+            self.call(self._listen())
 
     def wait_for_fetches(self, count: int, timeout: float = 10.0) -> int:
         """Wait until at least ``count`` JWKS fetches arrived; return the count."""
@@ -324,28 +326,6 @@ class IdentityProvider:
 
     # -- lifecycle ------------------------------------------------------------
 
-    def start(self) -> IdentityProvider:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="identity-provider",
-                                        daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._close_server(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = None
-
-    def __enter__(self) -> IdentityProvider:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     # -- serving (on the provider's own loop) ---------------------------------
 
@@ -355,7 +335,7 @@ class IdentityProvider:
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
-    async def _close_server(self) -> None:
+    async def _shutdown(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return

@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from urllib.parse import parse_qsl
 
+from ._background import BackgroundServer
+
 __all__ = ["PATTERN", "RecordedRequest", "RecordingUpstream", "pattern_bytes"]
 
 PATTERN = bytes(range(251))
@@ -121,7 +123,7 @@ class BadRequest(Exception):
     """A request this server refuses to frame."""
 
 
-class RecordingUpstream:
+class RecordingUpstream(BackgroundServer):
     """An HTTP/1.1 server on a loopback port that records what it receives.
 
     ``requests`` holds every complete request in arrival order, ``aborted``
@@ -129,6 +131,8 @@ class RecordingUpstream:
     the raw bytes of heads it could not parse. All three are safe to read from
     the test thread; ``wait_for_requests`` waits for a request in flight.
     """
+
+    thread_name = "recording-upstream"
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
@@ -140,8 +144,6 @@ class RecordingUpstream:
         self._receiving = 0
         self._raw_responses: dict[str, bytes] = {}
         self._changed = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -149,29 +151,6 @@ class RecordingUpstream:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> RecordingUpstream:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name=f"recording-upstream-{self.port}", daemon=True
-        )
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=10)
-        return self
-
-    def stop(self) -> None:
-        if self._loop is None:
-            return
-        asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(timeout=10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=10)
-        self._loop.close()
-        self._loop = None
-
-    def __enter__(self) -> RecordingUpstream:
-        return self.start()
-
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
 
     def clear(self) -> None:
         """Forget everything recorded so far."""

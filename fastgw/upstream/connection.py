@@ -14,8 +14,6 @@ import httptools
 
 from ..http.headers import HOP_BY_HOP
 
-UPSTREAM_FAILED = "upstream_failed"
-
 _NOT_RELAYED = frozenset(
     name.encode() for name in (*HOP_BY_HOP, "content-length")
 )

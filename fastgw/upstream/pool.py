@@ -57,10 +57,6 @@ class InstancePool:
         self._idle: deque[UpstreamConnection] = deque()
         self._waiters: deque[asyncio.Future] = deque()
 
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
     async def acquire(self) -> UpstreamConnection:
         idle = self._idle
         now = self.loop.time()
