@@ -6,7 +6,7 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-CORE_MODULES = ["router", "claims", "bucket"]  # keep in step with fastgw/_core/__init__.py MODULES
+CORE_MODULES = ["router", "claims", "door", "bucket"]  # keep in step with fastgw/_core/__init__.py MODULES
 
 
 class OptionalBuildExt(build_ext):

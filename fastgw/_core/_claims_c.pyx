@@ -6,7 +6,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.list cimport PyList_CheckExact
 from cpython.long cimport PyLong_CheckExact
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_CheckExact, PyUnicode_Find, PyUnicode_FindChar
+from cpython.unicode cimport PyUnicode_CheckExact
 from libc.math cimport isfinite
 
 
@@ -117,49 +117,3 @@ def check_claims(dict claims not None, double now, double leeway, str issuer not
 
 def scopes_of(dict claims not None):
     return scopes(claims)
-
-
-cdef bint _has_word(str text, str word) except -1:
-    """Whether WORD is one of the space-separated words of TEXT, found in place."""
-    cdef Py_ssize_t size = len(text), length = len(word), at = 0
-    if length == 0 or PyUnicode_FindChar(word, 32, 0, length, 1) >= 0:
-        return False
-    while True:
-        at = PyUnicode_Find(text, word, at, size, 1)
-        if at < 0:
-            return False
-        if (at == 0 or text[at - 1] == 32) and (at + length == size or text[at + length] == 32):
-            return True
-        at += 1
-
-
-def missing_scopes(dict claims not None, tuple required not None):
-    if not required:
-        return ()
-    cdef object text = None, names = None
-    cdef PyObject* item = PyDict_GetItem(claims, "scope")
-    if item != NULL:
-        if PyUnicode_CheckExact(<object>item):
-            text = <object>item
-    else:
-        item = PyDict_GetItem(claims, "scp")
-        if item != NULL:
-            if PyUnicode_CheckExact(<object>item):
-                text = <object>item
-            elif PyList_CheckExact(<object>item):
-                names = <object>item
-    cdef list missing = []
-    cdef str name
-    cdef bint found
-    for name in required:
-        if name.startswith("SCOPE_"):
-            name = name[6:]
-        if text is not None:
-            found = _has_word(<str>text, name)
-        elif names is not None:
-            found = name in <list>names
-        else:
-            found = False
-        if not found:
-            missing.append(name)
-    return tuple(missing)

@@ -20,9 +20,9 @@ Numbers are compared as doubles: an integer too large for one is malformed.
 
 Scopes come from ``scope`` (space-separated text) when the claim is present,
 else from ``scp`` (array of strings, or space-separated text); other types
-grant nothing. ``missing_scopes`` strips one ``SCOPE_`` prefix from each
-required name and compares exactly: a token scope ``SCOPE_x`` does not grant
-``x``.
+grant nothing. Names are compared exactly: a token scope ``SCOPE_x`` is
+``SCOPE_x`` (the prefix is Spring's way of writing a *required* scope, which
+``RequireScopes`` strips).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ BAD_AUDIENCE = 9
 
 _INF = float("inf")
 _ABSENT = object()
-_SCOPE_PREFIX = "SCOPE_"
 
 
 def _number(value: object) -> float | None:
@@ -112,16 +111,3 @@ def scopes_of(claims: dict) -> frozenset[str]:
     if type(scope) is str:
         return frozenset(_words(scope))
     return frozenset()
-
-
-def missing_scopes(claims: dict, required: tuple[str, ...]) -> tuple[str, ...]:
-    if not required:
-        return ()
-    granted = scopes_of(claims)
-    missing = []
-    for name in required:
-        if name.startswith(_SCOPE_PREFIX):
-            name = name[len(_SCOPE_PREFIX) :]
-        if name not in granted:
-            missing.append(name)
-    return tuple(missing)

@@ -25,11 +25,10 @@ from .verifier import ProviderVerifier, Result, TokenVerifier
 
 log = logging.getLogger("fastgw.auth")
 
-MAX_TOKEN = 8 * 1024
-
-_claims = active("claims")
-_scopes_of = _claims.scopes_of
-_missing_scopes = _claims.missing_scopes
+_scopes_of = active("claims").scopes_of
+_door = active("door")
+_admit = _door.admit
+_bearer = _door.bearer
 
 
 # Visible ASCII but '%': what an identity header carries as it is. Anything else
@@ -39,7 +38,6 @@ _TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if c != 0x25)
 
 
 _PLAIN = re.compile(r"[\x21-\x24\x26-\x7e]+( [\x21-\x24\x26-\x7e]+)*")
-IDENTITY_CACHE = 10_000
 
 
 def header_safe(text: str, safe: str = _TOKEN_SAFE + " ") -> str:
@@ -48,16 +46,17 @@ def header_safe(text: str, safe: str = _TOKEN_SAFE + " ") -> str:
     return quote(text, safe=safe)
 
 
-def identity_headers(result: Result) -> tuple[tuple | None, tuple | None]:
-    """X-Auth-Subject and X-Auth-Scopes for a verified token, as raw header fields."""
-    subject = None
+def identity(result: Result) -> tuple[frozenset[str], tuple]:
+    """The scopes a verified token grants, and its X-Auth-Subject and
+    X-Auth-Scopes header fields, raw."""
+    fields = []
     if result.sub is not None:
-        subject = _field(b"X-Auth-Subject", header_safe(result.sub))
+        fields.append(_field(b"X-Auth-Subject", header_safe(result.sub)))
     scopes = _scopes_of(result.claims)
-    if not scopes:
-        return subject, None
-    value = " ".join(sorted(header_safe(s, _TOKEN_SAFE) for s in scopes))
-    return subject, _field(b"X-Auth-Scopes", value)
+    if scopes:
+        value = " ".join(sorted(header_safe(s, _TOKEN_SAFE) for s in scopes))
+        fields.append(_field(b"X-Auth-Scopes", value))
+    return scopes, tuple(fields)
 
 
 def _field(name: bytes, value: str) -> tuple[bytes, bytes, bytes]:
@@ -73,32 +72,6 @@ def _bound(claims: dict, cert) -> bool:
     return isinstance(thumbprint, str) and cert is not None and cert.thumbprint == thumbprint
 
 
-def bearer_token(request) -> tuple[AuthCode, str | None]:
-    """The one bearer credential of a request (RFC 6750 section 2.1)."""
-    values = request.headers.values(b"authorization")
-    if not values:
-        return AuthCode.MISSING_TOKEN, None
-    if len(values) > 1 or (request.query and _has_access_token(request.query)):
-        return AuthCode.TWO_CREDENTIALS, None
-    value = values[0]
-    if value[:7].lower() != b"bearer ":
-        return AuthCode.MISSING_TOKEN, None
-    token = value[7:]
-    if token[:1] == b" " or token[-1:] in b" \t":
-        token = token.strip(b" \t")
-    if not token or len(token) > MAX_TOKEN:
-        return AuthCode.MALFORMED_TOKEN, None
-    try:
-        # The strict JWS parser judges the rest (spaces, commas, alphabet, padding).
-        return AuthCode.OK, token.decode("ascii")
-    except UnicodeDecodeError:
-        return AuthCode.MALFORMED_TOKEN, None
-
-
-def _has_access_token(query: str) -> bool:
-    return any(part.split("=", 1)[0] == "access_token" for part in query.split("&"))
-
-
 class Authenticator:
     def __init__(self, auth: Auth, *, metrics, audit, previous: Authenticator | None = None):
         self.metrics = metrics
@@ -110,10 +83,11 @@ class Authenticator:
             p.name: ProviderKeys(p, on_refresh=self._refreshed, previous=old.get(p.name))
             for p in auth.providers
         }
-        self._identity: dict[str, tuple] = {}
         self.verifier = TokenVerifier(
             [ProviderVerifier(p, self._getter(self.keys[p.name])) for p in auth.providers]
         )
+        self._tokens = self.verifier.cache
+        self._clock = self.verifier.clock
 
     @staticmethod
     def _getter(keys: ProviderKeys):
@@ -138,9 +112,13 @@ class Authenticator:
     # -- the checks ------------------------------------------------------------
 
     def authenticate(self, ex):
-        code, token = bearer_token(ex.request)
+        request = ex.request
+        # A token seen before, still fresh: the whole check is one compiled call.
+        if _admit(self._tokens, request, self._clock()):
+            return None
+        code, token = _bearer(request.headers.fields, request.query)
         if code:
-            return self.reject(ex, code)
+            return self.reject(ex, AuthCode(code))
         result = self.verifier.verify(token)
         if result.code == AuthCode.OK:
             if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
@@ -151,7 +129,7 @@ class Authenticator:
             return self._after_refresh(ex, token, result)
         return self.reject(ex, result.code, result)
 
-    async def _after_refresh(self, ex, token: str, result: Result):
+    async def _after_refresh(self, ex, token: bytes, result: Result):
         if await self.keys[result.provider].refresh_for_kid(result.kid):
             result = self.verifier.verify(token)
             if result.code == AuthCode.OK:
@@ -182,8 +160,9 @@ class Authenticator:
         request = ex.request
         request.identity = cert
         scopes = self.cert_scopes.scopes(cert.subject) if self.cert_scopes else frozenset()
-        # RequireScopes reads the same claims whatever the credential was.
+        # Rate-limit keys and RequireScopes read the same whatever the credential was.
         request.claims = {"sub": cert.subject, "scope": " ".join(sorted(scopes))}
+        request.scopes = scopes
         headers = request.headers
         headers.add("X-Auth-Subject", header_safe(cert.subject))
         if scopes:
@@ -198,12 +177,13 @@ class Authenticator:
         return Rejection(401)
 
     def authorizer(self, scopes: tuple[str, ...]):
-        required = tuple(s[6:] if s.startswith("SCOPE_") else s for s in scopes)
-        challenge = www_authenticate(AuthCode.INSUFFICIENT_SCOPE, required)
+        named = tuple(s[6:] if s.startswith("SCOPE_") else s for s in scopes)
+        challenge = www_authenticate(AuthCode.INSUFFICIENT_SCOPE, named)
+        required = frozenset(named)
 
         def authorize(ex):
-            claims = ex.request.claims
-            if claims is not None and not _missing_scopes(claims, scopes):
+            granted = ex.request.scopes
+            if granted is not None and required <= granted:
                 return None
             return self.reject(ex, AuthCode.INSUFFICIENT_SCOPE, challenge=challenge)
 
@@ -211,23 +191,21 @@ class Authenticator:
 
     # -- verdicts -----------------------------------------------------------------
 
-    def accept(self, ex, token: str, result: Result) -> None:
+    def accept(self, ex, token: bytes, result: Result) -> None:
+        # What the token grants is worked out once and kept with it in the
+        # verified-token cache, where ``_admit`` finds it on the next request.
+        entry = self._tokens.get(token)
+        if entry is None or entry.result is not result:
+            scopes, fields = identity(result)
+        else:
+            if entry.fields is None:
+                entry.scopes, entry.fields = identity(result)
+            scopes, fields = entry.scopes, entry.fields
         request = ex.request
         request.claims = result.claims
         request.identity = result
-        # The verifier hands back the same Result for a cached token, so the
-        # identity headers are encoded once per token, not once per request.
-        cached = self._identity.get(token)
-        if cached is None or cached[0] is not result:
-            if len(self._identity) >= IDENTITY_CACHE:
-                self._identity.clear()
-            cached = self._identity[token] = (result, *identity_headers(result))
-        _, subject, scopes = cached
-        headers = request.headers
-        if subject is not None:
-            headers.append_raw(subject)
-        if scopes is not None:
-            headers.append_raw(scopes)
+        request.scopes = scopes
+        request.headers.fields.extend(fields)
 
     def reject(self, ex, code: AuthCode, result: Result | None = None, *,
                challenge: str | None = None) -> Rejection:

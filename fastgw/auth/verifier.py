@@ -10,9 +10,11 @@ not change that); a ``kid`` it lacks, no key set yet, a ``kid`` or an absent
 ``kid`` that does not single out one fitting key, is UNKNOWN_KID with ``unknown_kid`` set, so the
 caller may refresh the key set (single flight) and verify once more.
 
-Verified tokens are cached by their exact text, so RSA/ECDSA work is paid
-once per token. A cache hit is re-checked in full for what can change: the
-claims against the clock (so an entry is never used past ``exp``), and the
+Verified tokens are cached by their exact bytes (``TokenCache`` of the
+compiled core, bounded, least recently used out first), so RSA/ECDSA work is
+paid once per token. A cache hit is re-checked for what can change: the
+claims' time window against the clock (so an entry is never used past
+``exp``; the other claims are fixed for the provider), and the
 key, whenever the provider's getter returns another key set than the one the
 token was verified with (the key the token names must still be the one found
 for its algorithm: same kid, kty, alg, curve and thumbprint). Key sets are
@@ -29,7 +31,6 @@ once the signature has verified.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -38,7 +39,7 @@ from fastgw.config.model import Provider
 
 from .codes import AuthCode
 from .jws import JWS, parse, verify_signature
-from .keys import HMAC_MIN_BYTES, SUPPORTED_ALGORITHMS, Key, KeySet
+from .keys import HMAC_MIN_BYTES, SUPPORTED_ALGORITHMS, KeySet
 
 _CODES = tuple(AuthCode)
 
@@ -82,20 +83,7 @@ class ProviderVerifier:
         self.keyset_getter = keyset_getter
 
 
-class _Entry:
-    __slots__ = ("alg", "key", "keyset", "provider", "result")
-
-    def __init__(
-        self, result: Result, provider: ProviderVerifier, key: Key, alg: str, keyset: KeySet
-    ) -> None:
-        self.result = result
-        self.provider = provider
-        self.key = key
-        self.alg = alg
-        self.keyset = keyset
-
-
-def _same_key(entry: _Entry, keyset: KeySet | None) -> bool:
+def _same_key(entry, keyset: KeySet | None) -> bool:
     """Whether the provider's new KEYSET still gives the entry's key for its
     token; if so the entry moves to that set."""
     if keyset is None or keyset.find(entry.result.kid, entry.alg) != entry.key:
@@ -121,39 +109,46 @@ class TokenVerifier:
                     f"{provider.issuer!r}; a token's iss must name one provider"
                 )
         self._by_issuer = by_issuer
-        self._cache: OrderedDict[str, _Entry] = OrderedDict()
-        self._cache_size = max(0, cache_size)
-        self._clock = clock
+        door = active("door")
+        self.cache = door.TokenCache(cache_size)
+        self._cached_token = door.CachedToken
+        self.clock = clock
         self._check_claims = active("claims").check_claims
 
-    def verify(self, token: str) -> Result:
-        cache = self._cache
+    def verify(self, token: bytes | str) -> Result:
+        if type(token) is str:
+            token = token.encode()
+        cache = self.cache
         entry = cache.get(token)
         if entry is None:
             return self._verify(token)
-        provider = entry.provider
-        keyset = provider.keyset_getter()
+        keyset = entry.provider.keyset_getter()
         if keyset is not entry.keyset and not _same_key(entry, keyset):
-            del cache[token]
+            cache.pop(token)
             return self._verify(token)
-        result = entry.result
+        now = self.clock()
+        if entry.fresh(now):
+            return entry.result
+        # Only the clock can have turned a cached verdict: the precise code is
+        # the claim checks' own.
+        cache.pop(token)
+        provider = entry.provider
         code = self._check_claims(
-            result.claims, self._clock(), provider.leeway, provider.issuer, provider.audiences
+            entry.claims, now, provider.leeway, provider.issuer, provider.audiences
         )
-        if code:
-            del cache[token]
-            return result._replace(code=_CODES[code], claims=None)
-        cache.move_to_end(token)
-        return result
+        return entry.result._replace(code=_CODES[code], claims=None)
 
     def clear(self) -> None:
-        self._cache.clear()
+        self.cache.clear()
 
     def __len__(self) -> int:
-        return len(self._cache)
+        return len(self.cache)
 
-    def _verify(self, token: str) -> Result:
-        parsed = parse(token)
+    def _verify(self, token: bytes) -> Result:
+        try:
+            parsed = parse(token.decode("ascii"))
+        except UnicodeDecodeError:
+            return _MALFORMED
         if type(parsed) is not JWS:
             return _MALFORMED
         claims = parsed.claims
@@ -182,14 +177,10 @@ class TokenVerifier:
         if type(sub) is not str:
             sub = None
         code = self._check_claims(
-            claims, self._clock(), provider.leeway, provider.issuer, provider.audiences
+            claims, self.clock(), provider.leeway, provider.issuer, provider.audiences
         )
         if code:
             return Result(_CODES[code], provider=provider.name, kid=kid, iss=iss, sub=sub)
         result = Result(AuthCode.OK, claims, provider.name, kid, iss, sub)
-        if self._cache_size:
-            cache = self._cache
-            if len(cache) >= self._cache_size:
-                cache.popitem(last=False)
-            cache[token] = _Entry(result, provider, key, alg, keyset)
+        self.cache.put(token, self._cached_token(result, provider, key, alg, keyset))
         return result

@@ -25,15 +25,15 @@ def _key(name: str | bytes) -> bytes:
 class Headers:
     """An ordered multi-map of header fields; names compare case-insensitively.
 
-    Fields are kept as the bytes that arrived (with the lower-cased name beside
-    them), so forwarding them costs a join; ``str`` views are decoded as
+    ``fields`` holds them as the bytes that arrived, ``(lower-cased name, name,
+    value)`` triples, so forwarding them costs a join; ``str`` views are decoded as
     latin-1 only when asked for, and every byte a client sent survives.
     """
 
-    __slots__ = ("_items",)
+    __slots__ = ("fields",)
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
-        self._items: list[tuple[bytes, bytes, bytes]] = []
+        self.fields: list[tuple[bytes, bytes, bytes]] = []
         for name, value in items:
             self.add(name, value)
 
@@ -41,20 +41,20 @@ class Headers:
     def from_raw(cls, items: list[tuple[bytes, bytes, bytes]]) -> "Headers":
         """``items`` as (lower-cased name, name, value) bytes, taken as they are."""
         headers = cls.__new__(cls)
-        headers._items = items
+        headers.fields = items
         return headers
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self.fields)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
-        return ((n.decode("latin-1"), v.decode("latin-1")) for _, n, v in self._items)
+        return ((n.decode("latin-1"), v.decode("latin-1")) for _, n, v in self.fields)
 
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str | bytes):
             return False
         key = _key(name)
-        return any(k == key for k, _, _ in self._items)
+        return any(k == key for k, _, _ in self.fields)
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -71,40 +71,36 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         key = _key(name)
-        for k, _, v in self._items:
+        for k, _, v in self.fields:
             if k == key:
                 return v.decode("latin-1")
         return default
 
     def getall(self, name: str) -> list[str]:
         key = _key(name)
-        return [v.decode("latin-1") for k, _, v in self._items if k == key]
-
-    def values(self, key: bytes) -> list[bytes]:
-        """Raw values of the field whose lower-cased name is ``key``."""
-        return [v for k, _, v in self._items if k == key]
+        return [v.decode("latin-1") for k, _, v in self.fields if k == key]
 
     def append_raw(self, field: tuple[bytes, bytes, bytes]) -> None:
         """Add a field already encoded as (lower-cased name, name, value)."""
-        self._items.append(field)
+        self.fields.append(field)
 
     def add(self, name: str, value: str) -> None:
         raw = name.encode("latin-1")
-        self._items.append((raw.lower(), raw, value.encode("latin-1")))
+        self.fields.append((raw.lower(), raw, value.encode("latin-1")))
 
     def remove(self, name: str | bytes) -> None:
         key = _key(name)
-        self._items = [item for item in self._items if item[0] != key]
+        self.fields = [item for item in self.fields if item[0] != key]
 
     def remove_all(self, lower_names: Iterable[str | bytes]) -> None:
         keys = {_key(n) for n in lower_names}
-        self._items = [item for item in self._items if item[0] not in keys]
+        self.fields = [item for item in self.fields if item[0] not in keys]
 
     def items(self) -> list[tuple[str, str]]:
         return list(self)
 
     def encode(self) -> bytes:
-        return b"".join([b"%s: %s\r\n" % (n, v) for _, n, v in self._items])
+        return b"".join([b"%s: %s\r\n" % (n, v) for _, n, v in self.fields])
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"

@@ -19,6 +19,7 @@ class Request:
         "request_id",
         "route_id",
         "scheme",
+        "scopes",
         "version",
     )
 
@@ -46,6 +47,7 @@ class Request:
         self.route_id: str | None = None
         self.path_vars: dict[str, str] | None = None
         self.claims: dict | None = None
+        self.scopes: frozenset[str] | None = None  # what the verified credential grants
         self.client_cert = None  # the connection's verified client certificate (ClientIdentity)
         self.forwarded_for: list[str] = []  # X-Forwarded-For values the caller sent
         self.identity = None  # the verified credential (token result, client certificate)

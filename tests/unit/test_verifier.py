@@ -128,10 +128,10 @@ def keys():
 
 @pytest.fixture(params=sorted(CORE["claims"]))
 def claims_impl(request, monkeypatch):
-    """Run each verifier test with each claims implementation."""
-    module = CORE["claims"][request.param]
-    monkeypatch.setattr(verifier_module, "active", lambda name: module)
-    return module
+    """Run each verifier test with each implementation of the claim checks and
+    the verified-token cache."""
+    monkeypatch.setattr(verifier_module, "active", lambda name: CORE[name][request.param])
+    return CORE["claims"][request.param]
 
 
 @pytest.fixture
