@@ -1,13 +1,14 @@
-"""Checks shared by the functional tests."""
+"""Checks and helpers shared by the functional tests."""
 
 from __future__ import annotations
 
 import json
 import subprocess
+import threading
 
 from conftest import RawResponse
 
-from fastgw.testing import RecordingUpstream
+from fastgw.testing import GatewayProcess, RecordingUpstream
 
 
 def route(route_id: str, *predicates: str, uri: str = "lb://echo", filters=(), **extra) -> dict:
@@ -81,3 +82,40 @@ def fetch(url: str, *args: str, timeout: float = 60) -> CurlResponse:
         if status >= 200:
             break
     return CurlResponse(status, headers, body, result.returncode)
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one series in a Prometheus text page (0 when absent)."""
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    series = f"{name}{{{wanted}}}" if labels else name
+    for line in text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def scrape(gateway: GatewayProcess, raw) -> str:
+    response = raw(gateway.admin_port).exchange("GET", "/metrics")
+    assert response.status == 200, response
+    return response.body.decode()
+
+
+def concurrently(count: int, work) -> list:
+    """Run ``work(i)`` for i in range(count) on threads; the results in order."""
+    results: list = [None] * count
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work(i)
+        except BaseException as exc:  # re-raised below, in the test's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    if errors:
+        raise errors[0]
+    return results

@@ -9,45 +9,13 @@ import time
 
 import pytest
 
-from fastgw.testing import GatewayProcess
-
+from .door import SCOPE, AuditTrail, Door, auth_config, key_for
 from .forge import flip_bit
-from .test_auth import (
-    SCOPE,
-    AuditTrail,
-    Door,
-    auth_config,
-    concurrently,
-    corp_identity_provider,
-    key_for,
-)
+from .support import concurrently
 
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 FIELDS = {"ts", "event", "reason", "request_id", "client_ip", "method", "path", "route", "status"}
 OPTIONAL = {"sub", "iss", "kid", "client_cert_subject", "limit"}
-
-
-@pytest.fixture(scope="module")
-def idp():
-    provider = corp_identity_provider()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
-def auth_gateway(idp, shared_upstream, make_config, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("audit")
-    with GatewayProcess(
-        auth_config(make_config, shared_upstream.url, idp, workdir), workdir
-    ) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def door(auth_gateway, upstream, raw):
-    door = Door(auth_gateway, upstream, raw)
-    yield door
-    door.assert_audit_is_clean()
 
 
 def assert_complete(

@@ -15,18 +15,9 @@ import pytest
 from fastgw.testing import GatewayProcess
 from fastgw.testing.idp import SigningKey
 
+from .door import AUDIENCE, SCOPE, Door, auth_config, corp_identity_provider
 from .forge import forge
-from .support import assert_nothing_reached
-from .test_auth import (
-    AUDIENCE,
-    SCOPE,
-    Door,
-    auth_config,
-    concurrently,
-    corp_identity_provider,
-    metric,
-    scrape,
-)
+from .support import assert_nothing_reached, concurrently, metric, scrape
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from fastgw.testing import GatewayProcess
 from fastgw.testing.idp import IdentityProvider, SigningKey
 
+from .door import AUDIENCE, LEEWAY, SCOPE, key_for
 from .forge import (
     b64url,
     flip_bit,
@@ -32,15 +32,6 @@ from .forge import (
     noncanonical,
     padded,
     standard_alphabet,
-)
-from .test_auth import (
-    AUDIENCE,
-    LEEWAY,
-    SCOPE,
-    Door,
-    auth_config,
-    corp_identity_provider,
-    key_for,
 )
 
 
@@ -124,33 +115,10 @@ def self_signed_certificate(private_key) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def idp():
-    provider = corp_identity_provider()
-    yield provider
-    provider.stop()
-
-
-@pytest.fixture(scope="module")
 def attacker():
     """A second identity provider, the one hostile headers point to."""
     with IdentityProvider(audience=AUDIENCE) as provider:
         yield provider
-
-
-@pytest.fixture(scope="module")
-def auth_gateway(idp, shared_upstream, make_config, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("auth-tokens")
-    with GatewayProcess(
-        auth_config(make_config, shared_upstream.url, idp, workdir), workdir
-    ) as gateway:
-        yield gateway
-
-
-@pytest.fixture
-def door(auth_gateway, upstream, raw):
-    door = Door(auth_gateway, upstream, raw)
-    yield door
-    door.assert_audit_is_clean()
 
 
 @pytest.fixture

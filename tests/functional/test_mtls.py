@@ -28,8 +28,8 @@ from fastgw.testing import GatewayProcess
 from fastgw.testing.certs import IssuedCert, TestPKI
 from fastgw.testing.idp import IdentityProvider
 
+from .door import AuditTrail
 from .support import assert_error, assert_nothing_reached, fetch
-from .test_auth import AuditTrail
 from .test_tls import TLSConnection, client_context, get, refusal, tls_listener, wait_until
 
 AUDIENCE = "orders-api"

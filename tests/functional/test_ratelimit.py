@@ -24,18 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from .door import AUDIENCE, AuditTrail, provider_config, secret_fragments
 from .forge import flip_bit
-from .support import assert_error, route
-from .test_auth import (
-    AUDIENCE,
-    AuditTrail,
-    concurrently,
-    corp_identity_provider,
-    metric,
-    provider_config,
-    scrape,
-    secret_fragments,
-)
+from .support import assert_error, concurrently, metric, route, scrape
 
 N = 20
 PERIOD = 60
@@ -52,13 +43,6 @@ def fresh(name: str) -> str:
 
 
 # -- fixtures and helpers ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def idp():
-    provider = corp_identity_provider()
-    yield provider
-    provider.stop()
 
 
 @pytest.fixture(scope="module")

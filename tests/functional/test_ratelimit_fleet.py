@@ -17,8 +17,7 @@ import time
 
 import pytest
 
-from .support import assert_error, route
-from .test_auth import concurrently, metric, scrape
+from .support import assert_error, concurrently, metric, route, scrape
 from .test_ratelimit_redis import REDIS_CLI, RedisServer, require
 
 N = 50
