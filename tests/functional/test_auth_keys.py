@@ -1,5 +1,5 @@
 """The gateway's key sets against a live identity provider: rotation, made-up kids,
-outages, readiness (SPEC sections 3, 4 "Token rules" and 6).
+outages, readiness, cached verdicts that expire (SPEC sections 3, 4 "Token rules" and 6).
 
 Each test gets its own identity provider and gateway, so fetch counts and the
 30-second limit on kid-triggered fetches start from a known state.
@@ -135,8 +135,21 @@ def test_a_retired_key_stops_working_after_a_refresh(door_for, idp):
     idp.wait_for_fetches(fetches + 1)
     time.sleep(0.3)  # the fetched set replaces the old one
     door.upstream.clear()
+    door.rejected(door.send("/orders/1", old_token), "unknown_kid")  # its cached verdict is void
     fresh = idp.mint(scope=SCOPE, key=old)  # never verified before: no cached verdict
     door.rejected(door.send("/orders/1", fresh), "unknown_kid")
+
+
+def test_a_cached_token_is_refused_once_it_expires(door_for, idp):
+    door = door_for(leeway="0s")
+    exp = int(time.time()) + 2
+    token = idp.mint(scope=SCOPE, exp=exp)
+    for _ in range(3):  # after the first, from the verified-token cache
+        door.upstream.clear()
+        door.accepted(door.send("/orders/1", token))
+    wait_until(lambda: time.time() > exp + 0.05, timeout=5)
+    door.upstream.clear()
+    door.rejected(door.send("/orders/1", token), "expired")
 
 
 def test_a_flood_of_unknown_kids_costs_at_most_two_fetches(door_for, idp):
