@@ -8,6 +8,7 @@ so "why do I get a 401?" has a precise answer.
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from types import SimpleNamespace
 
@@ -52,16 +53,22 @@ async def explain(path: str, method: str, target: str, headers: list[str],
         print(exc, file=sys.stderr)
         return 2
 
-    items = []
+    # Arguments are taken as the bytes they were given (os.fsencode undoes the
+    # decoding of argv), so a token or header that is not ASCII meets the same
+    # verdict it would meet on the wire instead of failing here.
+    fields = []
     for header in headers:
         name, sep, value = header.partition(":")
         if not sep or not name.strip():
             print(f"fastgw explain: bad header {header!r} (use 'Name: value')", file=sys.stderr)
             return 2
-        items.append((name.strip(), value.strip()))
-    request_headers = Headers(items)
+        raw = os.fsencode(name.strip())
+        fields.append((raw.lower(), raw, os.fsencode(value.strip())))
+    request_headers = Headers.from_raw(fields)
     if token is not None:
-        request_headers["Authorization"] = f"Bearer {token}"
+        request_headers.remove(b"authorization")
+        request_headers.append_raw(
+            (b"authorization", b"Authorization", b"Bearer " + os.fsencode(token)))
     host = request_headers.get("host") or "localhost"
     # What the protocol strips before anything else sees the request.
     listed = {t.strip().lower() for v in request_headers.getall("connection") for t in v.split(",")}
