@@ -27,6 +27,7 @@ from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_
 
 from .errors import ConfigError
 from .model import (
+    REDIS_SCHEMES,
     Admin,
     Auth,
     CertScopes,
@@ -1075,11 +1076,12 @@ def _redis_url(value: Any) -> str:
     """Checked without repeating the URL in messages: it may hold a password."""
     text = _text(value).strip()
     scheme, sep, rest = text.partition("://")
-    if scheme not in ("redis", "rediss", "redis+cluster") or not sep:
-        raise ValueError("must start with redis://, rediss:// or redis+cluster://")
+    if scheme not in REDIS_SCHEMES or not sep:
+        schemes = [f"{s}://" for s in REDIS_SCHEMES]
+        raise ValueError(f"must start with {', '.join(schemes[:-1])} or {schemes[-1]}")
     netloc, _, path = rest.partition("/")
     netloc = netloc.split("?", 1)[0].rpartition("@")[2]
-    hosts = netloc.split(",") if scheme == "redis+cluster" else [netloc]
+    hosts = netloc.split(",") if scheme.endswith("+cluster") else [netloc]
     for host in hosts:
         shown = show(host)
         if not host:

@@ -149,9 +149,12 @@ class RateLimit:
     line: int = 0
 
 
+REDIS_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster")
+
+
 @dataclass(frozen=True, slots=True)
 class Redis:
-    url: str = "redis://127.0.0.1:6379/0"
+    url: str = "redis://127.0.0.1:6379/0"  # one of REDIS_SCHEMES
     on_error: str = "local"  # local | allow | deny
     timeout: float = 0.05
 

@@ -16,7 +16,8 @@ unreachable, sends later requests straight to ``on_error`` as well. The
 client reconnects by itself with backoff; the change of state is logged once
 each way.
 
-Cluster (``redis+cluster://host:port,...``): keys carry the hash tag
+Cluster (``redis+cluster://host:port,...``, ``rediss+cluster://`` over TLS,
+each node's name checked against its certificate): keys carry the hash tag
 ``{limit:key}``; the slot map comes from ``CLUSTER SLOTS``; ``MOVED`` updates
 the map (and refreshes it in the background) and ``ASK`` is followed with
 ``ASKING``. A request whose limits live in different slots runs one script
@@ -39,6 +40,7 @@ from urllib.parse import unquote, urlsplit
 import hiredis
 
 from .._core import active
+from ..config.model import REDIS_SCHEMES
 from .shared import SharedBuckets
 
 log = logging.getLogger("fastgw.ratelimit")
@@ -168,17 +170,22 @@ def key_slot(key: bytes) -> int:
     return binascii.crc_hqx(key, 0) % SLOTS
 
 
+_SCHEMES = [f"{s}://" for s in REDIS_SCHEMES]
+_SCHEMES_TEXT = f"{', '.join(_SCHEMES[:-1])} or {_SCHEMES[-1]}"
+
+
 class RedisURL:
-    """A parsed ``redis://``, ``rediss://`` or ``redis+cluster://`` URL."""
+    """A parsed ``redis://``, ``rediss://``, ``redis+cluster://`` or
+    ``rediss+cluster://`` URL."""
 
     __slots__ = ("cluster", "db", "nodes", "password", "tls", "username")
 
     def __init__(self, url: str) -> None:
         parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss", "redis+cluster"):
-            raise ValueError("a Redis URL starts with redis://, rediss:// or redis+cluster://")
-        self.tls = parts.scheme == "rediss"
-        self.cluster = parts.scheme == "redis+cluster"
+        if parts.scheme not in REDIS_SCHEMES:
+            raise ValueError(f"a Redis URL starts with {_SCHEMES_TEXT}")
+        self.tls = parts.scheme.startswith("rediss")
+        self.cluster = parts.scheme.endswith("+cluster")
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password is not None else None
         netloc = parts.netloc.rpartition("@")[2]
@@ -190,7 +197,7 @@ class RedisURL:
 
     def __str__(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self.nodes)
-        scheme = "redis+cluster" if self.cluster else "rediss" if self.tls else "redis"
+        scheme = ("rediss" if self.tls else "redis") + ("+cluster" if self.cluster else "")
         return f"{scheme}://{hosts}/{self.db}"
 
 

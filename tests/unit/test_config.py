@@ -911,7 +911,7 @@ def test_rate_limits(tmp_path):
 @pytest.mark.parametrize(
     "url",
     ["redis://127.0.0.1:6379/0", "redis://cache", "rediss://user:pw@cache:6380",
-     "redis+cluster://a:7000,b:7001,c", "redis://[::1]:6379/1"],
+     "redis+cluster://a:7000,b:7001,c", "rediss+cluster://a:7000,b", "redis://[::1]:6379/1"],
 )  # fmt: skip
 def test_redis_urls(url):
     assert load_config({"redis": {"url": url}}).redis.url == url
@@ -943,7 +943,8 @@ def test_bad_rate_limits_and_redis(tmp_path):
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("http://:secret@cache", "must start with redis://, rediss:// or redis+cluster://"),
+        ("http://:secret@cache",
+         "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://"),
         ("redis://:secret@", "names no host"),
         ("redis://:secret@cache:99999", '"cache:99999": the port must be a number from 0 to 65535'),
         ("redis://:secret@cache/db", 'the database after the host must be a number, not "db"'),
