@@ -399,11 +399,14 @@ class Gateway:
             return None
         if self.redis is not None and self.redis_config == config.redis:
             return self.redis
-        redis = RedisBuckets.from_config(
-            config.redis,
-            local_fallback=self.buckets,
-            on_fallback=lambda reason: self.metrics.store_fallbacks.inc((reason,)),
-        )
+        try:
+            redis = RedisBuckets.from_config(
+                config.redis,
+                local_fallback=self.buckets,
+                on_fallback=lambda reason: self.metrics.store_fallbacks.inc((reason,)),
+            )
+        except (TLSConfigError, OSError) as exc:
+            raise SnapshotError([(config.source, 0, f"redis: tls: {exc}")]) from None
         await redis.start()
         self.redis_config = config.redis
         return redis

@@ -800,19 +800,23 @@ def _resumable(recent: Iterable[ssl.SSLObject]) -> ssl.SSLSession | None:
     return (with_ticket or with_id or [None])[0]
 
 
-def upstream_context(tls: ServiceTLS | None) -> ssl.SSLContext:
-    """A client context for a service's ``https://`` instances.
+def upstream_context(
+    tls: ServiceTLS | None, alpn: tuple[str, ...] = ALPN_PROTOCOLS
+) -> ssl.SSLContext:
+    """A client context for a service's ``https://`` instances (or, with no
+    ``alpn``, for Redis).
 
-    Verifies the instance's chain (``ca``, or the system CAs) and its name
-    (pass ``server_hostname=tls.server_name or instance host``), TLS 1.2 or
-    newer, ALPN ``http/1.1``, and presents ``cert``/``key`` when set. Build
-    one per service and keep it: sessions are resumed within one context.
+    Verifies the peer's chain (``ca``, or the system CAs) and its name
+    (pass ``server_hostname=tls.server_name or host``), TLS 1.2 or newer,
+    and presents ``cert``/``key`` when set. Build one per service and keep
+    it: sessions are resumed within one context.
     """
     context = _UpstreamContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     context.set_ciphers(DEFAULT_CIPHERS)
-    context.set_alpn_protocols(list(ALPN_PROTOCOLS))
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     context.verify_mode = ssl.CERT_REQUIRED
     context.check_hostname = True
     context.verify_flags |= _VERIFY_FLAGS

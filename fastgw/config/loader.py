@@ -606,14 +606,19 @@ class _Reader:
         return RateLimit(name, rate, burst, key, store, line=at.line)
 
     def redis(self, value: Any, at: Spot) -> Redis:
-        f = self.fields(value, at, ("url", "on_error", "timeout"))
-        return Redis(
+        f = self.fields(value, at, ("url", "on_error", "timeout", "tls"))
+        tls = f.section("tls", self.service_tls)
+        redis = Redis(
             **f.take(
                 url=_redis_url,
                 on_error=_choice("local", "allow", "deny"),
                 timeout=_duration(positive=True),
-            )
+            ),
+            tls=tls,
         )
+        if redis.tls is not None and not redis.url.startswith("rediss"):
+            self.error(f.spot("tls"), "needs a rediss:// or rediss+cluster:// url")
+        return redis
 
     def log_target(self, value: Any, at: Spot) -> LogTarget | None:
         f = self.fields(value, at, ("path",))

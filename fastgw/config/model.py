@@ -157,6 +157,7 @@ class Redis:
     url: str = "redis://127.0.0.1:6379/0"  # one of REDIS_SCHEMES
     on_error: str = "local"  # local | allow | deny
     timeout: float = 0.05
+    tls: ServiceTLS | None = None  # with rediss:// URLs: CA, client certificate, name
 
 
 @dataclass(frozen=True, slots=True)

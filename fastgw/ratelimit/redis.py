@@ -41,6 +41,7 @@ import hiredis
 
 from .._core import active
 from ..config.model import REDIS_SCHEMES
+from ..tls import upstream_context
 from .shared import SharedBuckets
 
 log = logging.getLogger("fastgw.ratelimit")
@@ -459,6 +460,7 @@ class RedisBuckets:
         local_fallback: SharedBuckets | None = None,
         *,
         ssl: _ssl.SSLContext | None = None,
+        server_name: str | None = None,
         connect_timeout: float = 1.0,
         prefix: str = "fastgw:rl:",
         on_fallback: Callable[[str], None] | None = None,
@@ -475,6 +477,7 @@ class RedisBuckets:
             local_fallback = SharedBuckets.create(1 << 16)
         self.local = local_fallback
         self.ssl = ssl if ssl is not None or not self.url.tls else _ssl.create_default_context()
+        self.server_name = server_name  # the name the certificates must hold, else each host's
         self.prefix = prefix
         self.on_fallback = on_fallback
         #: decisions made without Redis, by reason: timeout, unavailable, error
@@ -498,7 +501,10 @@ class RedisBuckets:
 
     @classmethod
     def from_config(cls, redis, local_fallback: SharedBuckets | None = None, **kwargs):
-        """From a ``fastgw.config.Redis`` section."""
+        """From a ``fastgw.config.Redis`` section; a bad ``tls`` raises TLSConfigError."""
+        if redis.tls is not None:
+            kwargs.setdefault("ssl", upstream_context(redis.tls, alpn=()))
+            kwargs.setdefault("server_name", redis.tls.server_name)
         return cls(redis.url, redis.timeout, redis.on_error, local_fallback, **kwargs)
 
     @property
@@ -572,7 +578,7 @@ class RedisBuckets:
                 host,
                 port,
                 ssl=self.ssl,
-                server_hostname=host if self.ssl is not None else None,
+                server_hostname=(self.server_name or host) if self.ssl is not None else None,
             ),
             self.connect_timeout,
         )

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from fastgw.testing.certs import TestPKI
+
 from .support import assert_error, concurrently, metric, route, scrape
 from .test_ratelimit_redis import REDIS_CLI, RedisServer, require
 
@@ -231,3 +233,30 @@ def test_a_hung_redis_is_answered_by_deny_within_the_timeout(fleet, raw, redis_s
     finally:
         redis_server.resume()
     wait_until_shared(gateways, raw)
+
+
+def test_a_fleet_on_redis_over_mutual_tls(start_gateway, make_config, upstream, raw, tmp_path):
+    """``redis.tls``: the gateways trust Redis's CA and present a client
+    certificate, which this Redis requires; a gateway without one falls back."""
+    pki = TestPKI(tmp_path / "pki")
+    server_cert = pki.server(name="redis")
+    client_cert = pki.client("gateway")
+    server = RedisServer(tmp_path, tls={
+        "cert-file": server_cert.cert, "key-file": server_cert.key,
+        "ca-cert-file": pki.ca_file, "auth-clients": "yes",
+    }).start()
+    try:
+        url = f"rediss://localhost:{server.port}/0"
+        config = fleet_config(make_config, upstream.url, url, "local")
+        config["redis"]["tls"] = {"ca": str(pki.ca_file), "cert": str(client_cert.cert),
+                                  "key": str(client_cert.key)}
+        gateways = [start_gateway(config), start_gateway(config)]
+        assert_shared_exactly(gateways, raw, upstream)
+        assert [fallbacks(gateway, raw) for gateway in gateways] == [0, 0]
+
+        config["redis"]["tls"] = {"ca": str(pki.ca_file)}  # no client certificate
+        anonymous = start_gateway(config)
+        assert get(anonymous, raw, fresh("anonymous")).status == 200  # on_error: local
+        assert fallbacks(anonymous, raw) >= 1
+    finally:
+        server.kill()

@@ -18,6 +18,7 @@ from fastgw.config import (
     Rate,
     RateLimit,
     Service,
+    ServiceTLS,
     load_config,
 )
 
@@ -955,9 +956,31 @@ def test_bad_redis_urls_do_not_show_the_password(url, message):
     assert dict_errors({"redis": {"url": url}}) == [f"redis.url: {message}"]
 
 
+def test_redis_tls(tmp_path):
+    for name in ("ca.crt", "gw.crt", "gw.key"):
+        (tmp_path / name).write_text("x")
+    config = load(tmp_path, """\
+        redis:
+          url: rediss+cluster://a:7000,b:7001
+          tls: {ca: ca.crt, cert: gw.crt, key: gw.key, server_name: redis.internal}
+    """)
+    assert config.redis.tls == ServiceTLS(
+        str(tmp_path / "ca.crt"), str(tmp_path / "gw.crt"), str(tmp_path / "gw.key"),
+        "redis.internal",
+    )
+    assert errors(tmp_path, """\
+        redis:
+          url: redis://cache
+          tls: {ca: ca.crt, cert: gw.crt}
+    """) == [
+        "3: redis.tls.cert: needs key: a client certificate goes with its private key",
+        "3: redis.tls: needs a rediss:// or rediss+cluster:// url",
+    ]
+
+
 def test_redis_settings():
     assert dict_errors({"redis": {"on_error": "fail", "timeout": "0ms", "db": 1}}) == [
-        "redis.db: unknown key (known: url, on_error, timeout)",
+        "redis.db: unknown key (known: url, on_error, timeout, tls)",
         'redis.on_error: "fail" is not one of local, allow, deny',
         "redis.timeout: must be longer than 0",
     ]
