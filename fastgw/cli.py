@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", default="1h")
     p.add_argument("--kid", help="default: the key's RFC 7638 thumbprint")
     p.add_argument("--alg", help="default: from the key (RS256, ES256, ES384, EdDSA)")
-    p.add_argument("--claim", action="append", default=[], help="extra claim NAME=JSON")
+    p.add_argument("--claim", action="append", default=[],
+                   help="extra claim NAME=JSON (other text is a string)")
     p.add_argument("--jwks", action="store_true", help="print the key's public JWKS instead")
     p.set_defaults(func=cmd_token)
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import threading
 
 from conftest import RawResponse
 
 from fastgw.testing import GatewayProcess, RecordingUpstream
+from fastgw.testing.process import SOURCE_ROOT
 
 
 def route(route_id: str, *predicates: str, uri: str = "lb://echo", filters=(), **extra) -> dict:
@@ -119,3 +122,15 @@ def concurrently(count: int, work) -> list:
     if errors:
         raise errors[0]
     return results
+
+
+def run_python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run this Python with the source tree importable; ``env`` values of None unset."""
+    environment = {**os.environ, **(env or {})}
+    environment = {name: value for name, value in environment.items() if value is not None}
+    environment["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(SOURCE_ROOT), environment.get("PYTHONPATH")])
+    )
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=environment
+    )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from fastgw.testing.process import SOURCE_ROOT
+from .support import run_python
 
 VALID = """\
 listeners:
@@ -39,18 +37,6 @@ routes:
     auth: none
 drain_timeout: 10 parsecs
 """
-
-
-def run_python(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run this Python with the source tree importable; ``env`` values of None unset."""
-    environment = {**os.environ, **(env or {})}
-    environment = {name: value for name, value in environment.items() if value is not None}
-    environment["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(SOURCE_ROOT), environment.get("PYTHONPATH")])
-    )
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, timeout=60, env=environment
-    )
 
 
 def fastgw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
