@@ -24,6 +24,8 @@ import pytest
 from fastgw.testing import GatewayProcess, RecordingUpstream
 from fastgw.testing import free_port as find_free_port
 
+pytest_plugins = ["pytester"]  # tests of fastgw.testing.plugin run a user's test file
+
 
 def base_config(upstream_url: str, **changes) -> dict:
     config = {

@@ -2,6 +2,8 @@
 
 - ``RecordingUpstream``: a real HTTP/1.1 server that records every request it
   receives and answers echo, download, slow, reset and close routes;
+- ``InProcessGateway``: a gateway on its own event loop in a thread of the
+  test's process; ``fastgw.testing.plugin`` makes it a pytest fixture;
 - ``GatewayProcess``: runs ``python -m fastgw run -c FILE`` on free ports and
   waits until it is ready;
 - ``free_port``: a loopback TCP port nobody listens on right now;
@@ -11,6 +13,7 @@
 """
 
 from .certs import IssuedCert, TestPKI
+from .gateway import InProcessGateway
 from .idp import IdentityProvider, SigningKey, jwks, mint_token
 from .process import GatewayProcess, GatewayStartError, free_port
 from .upstream import PATTERN, RecordedRequest, RecordingUpstream, pattern_bytes
@@ -20,6 +23,7 @@ __all__ = [
     "GatewayProcess",
     "GatewayStartError",
     "IdentityProvider",
+    "InProcessGateway",
     "IssuedCert",
     "RecordedRequest",
     "RecordingUpstream",

@@ -11,12 +11,13 @@ class BackgroundServer:
     """Subclasses provide ``_listen`` and ``_shutdown`` (run on the server's loop)."""
 
     thread_name = "background-server"
+    new_loop = staticmethod(asyncio.new_event_loop)
 
     _loop: asyncio.AbstractEventLoop | None = None
     _thread: threading.Thread | None = None
 
     def start(self) -> Self:
-        self._loop = asyncio.new_event_loop()
+        self._loop = self.new_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=self.thread_name,
                                         daemon=True)
         self._thread.start()
