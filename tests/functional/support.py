@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 from conftest import RawResponse
 
@@ -134,3 +135,13 @@ def run_python(*args: str, env: dict | None = None) -> subprocess.CompletedProce
     return subprocess.run(
         [sys.executable, *args], capture_output=True, text=True, timeout=60, env=environment
     )
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()

@@ -11,7 +11,7 @@ import pytest
 
 from fastgw.testing import GatewayProcess, GatewayStartError
 
-from .support import route
+from .support import route, wait_until
 
 
 @pytest.fixture
@@ -29,15 +29,6 @@ def refuses_connections(port: int) -> bool:
             return False
     except ConnectionRefusedError:
         return True
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -29,8 +29,8 @@ from fastgw.testing.certs import IssuedCert, TestPKI
 from fastgw.testing.idp import IdentityProvider
 
 from .door import AuditTrail
-from .support import assert_error, assert_nothing_reached, fetch
-from .test_tls import TLSConnection, client_context, get, refusal, tls_listener, wait_until
+from .support import assert_error, assert_nothing_reached, fetch, wait_until
+from .tls_client import TLSConnection, client_context, get, refusal, tls_listener
 
 AUDIENCE = "orders-api"
 SPIFFE = "spiffe://example.org/ns/prod/sa"

@@ -19,8 +19,8 @@ import pytest
 
 from fastgw.testing.certs import TestPKI
 
+from .redis_server import REDIS_CLI, RedisServer, require
 from .support import assert_error, concurrently, metric, route, scrape
-from .test_ratelimit_redis import REDIS_CLI, RedisServer, require
 
 N = 50
 PERIOD_MS = 86_400_000

@@ -19,8 +19,7 @@ from fastgw.testing import RecordingUpstream
 from fastgw.testing.certs import IssuedCert, TestPKI
 from fastgw.testing.upstream import MAX_HEAD
 
-from .support import assert_error, assert_nothing_reached
-from .test_tls import wait_until
+from .support import assert_error, assert_nothing_reached, wait_until
 
 UPSTREAM_NAME = "orders.internal"
 
