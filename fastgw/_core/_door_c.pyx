@@ -167,18 +167,18 @@ def admit(TokenCache cache not None, request, double now):
     cdef int code = C_OK
     token = _bearer(fields, request.query, &code)
     if token is None:
-        return False
+        return code, None
     cdef PyObject* item = PyDict_GetItem(cache.entries, token)
     if item == NULL:
-        return False
+        return C_OK, token
     cdef CachedToken entry = <CachedToken>item
     if entry.fields is None or entry.bound or not entry._fresh(now):
-        return False
+        return C_OK, token
     if entry.provider.keyset_getter() is not entry.keyset:
-        return False
+        return C_OK, token
     entry.used = True
     request.claims = entry.claims
     request.identity = entry.result
     request.scopes = entry.scopes
     fields.extend(entry.fields)
-    return True
+    return None

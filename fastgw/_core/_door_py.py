@@ -31,9 +31,10 @@ pass, without moving anything on a hit.
 ``admit(cache, request, now)`` is the whole cached path in one call: the
 bearer token, its entry, the provider's key set still the entry's, the time
 window, then the request takes the entry's claims, identity, scopes and
-identity fields. It answers False whenever anything is not plainly so (no
-entry yet, a new key set, a window closed, a token bound to a certificate),
-and the caller then takes the full path, which gives the precise verdict.
+identity fields, and answers None. Whenever anything is not plainly so (no
+token, no entry yet, a new key set, a window closed, a token bound to a
+certificate) it answers what ``bearer`` found instead, and the caller takes
+the full path from there, which gives the precise verdict.
 """
 
 from __future__ import annotations
@@ -141,19 +142,19 @@ class TokenCache:
         self.entries.clear()
 
 
-def admit(cache: TokenCache, request, now: float) -> bool:
+def admit(cache: TokenCache, request, now: float) -> tuple[int, bytes | None] | None:
     fields = request.headers.fields
-    code, token = bearer(fields, request.query)
-    if code:
-        return False
-    entry = cache.entries.get(token)
+    found = bearer(fields, request.query)
+    if found[0]:
+        return found
+    entry = cache.entries.get(found[1])
     if entry is None or entry.fields is None or entry.bound or not entry.fresh(now):
-        return False
+        return found
     if entry.provider.keyset_getter() is not entry.keyset:
-        return False
+        return found
     entry.used = True
     request.claims = entry.claims
     request.identity = entry.result
     request.scopes = entry.scopes
     fields.extend(entry.fields)
-    return True
+    return None

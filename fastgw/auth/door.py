@@ -28,7 +28,6 @@ log = logging.getLogger("fastgw.auth")
 _scopes_of = active("claims").scopes_of
 _door = active("door")
 _admit = _door.admit
-_bearer = _door.bearer
 
 
 # Visible ASCII but '%': what an identity header carries as it is. Anything else
@@ -113,31 +112,31 @@ class Authenticator:
 
     def authenticate(self, ex):
         request = ex.request
-        # A token seen before, still fresh: the whole check is one compiled call.
-        if _admit(self._tokens, request, self._clock()):
+        # A token seen before, still fresh: the whole check is one compiled call,
+        # which otherwise hands back the bearer token it found (or why none).
+        found = _admit(self._tokens, request, self._clock())
+        if found is None:
             return None
-        code, token = _bearer(request.headers.fields, request.query)
+        code, token = found
         if code:
             return self.reject(ex, AuthCode(code))
         result = self.verifier.verify(token)
-        if result.code == AuthCode.OK:
-            if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
-                return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
-            self.accept(ex, token, result)
-            return None
-        if result.unknown_kid and result.provider in self.keys:
+        if result.code != AuthCode.OK and result.unknown_kid and result.provider in self.keys:
             return self._after_refresh(ex, token, result)
-        return self.reject(ex, result.code, result)
+        return self._verdict(ex, token, result)
 
     async def _after_refresh(self, ex, token: bytes, result: Result):
         if await self.keys[result.provider].refresh_for_kid(result.kid):
             result = self.verifier.verify(token)
-            if result.code == AuthCode.OK:
-                if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
-                    return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
-                self.accept(ex, token, result)
-                return None
-        return self.reject(ex, result.code, result)
+        return self._verdict(ex, token, result)
+
+    def _verdict(self, ex, token: bytes, result: Result):
+        if result.code != AuthCode.OK:
+            return self.reject(ex, result.code, result)
+        if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
+            return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
+        self.accept(ex, token, result)
+        return None
 
     def certificate(self, ex):
         """``auth: mtls``: the connection's verified client certificate is the identity."""

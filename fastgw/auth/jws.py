@@ -199,23 +199,9 @@ def _header_ok(header: dict) -> bool:
 # -- signatures (RFC 7518 section 3, RFC 8037) ---------------------------------------------------
 
 
-def _rsa_pkcs1(hash_algorithm: type[hashes.HashAlgorithm]):
-    pad = padding.PKCS1v15()
-
-    def verify(key: object, message: bytes, signature: bytes) -> bool:
-        if not isinstance(key, rsa.RSAPublicKey):
-            return False
-        try:
-            key.verify(signature, message, pad, hash_algorithm())
-        except InvalidSignature:
-            return False
-        return True
-
-    return verify
-
-
-def _rsa_pss(hash_algorithm: type[hashes.HashAlgorithm]):
-    pad = padding.PSS(mgf=padding.MGF1(hash_algorithm()), salt_length=hash_algorithm.digest_size)
+def _rsa(hash_algorithm: type[hashes.HashAlgorithm], *, pss: bool):
+    pad = (padding.PSS(mgf=padding.MGF1(hash_algorithm()), salt_length=hash_algorithm.digest_size)
+           if pss else padding.PKCS1v15())
 
     def verify(key: object, message: bytes, signature: bytes) -> bool:
         if not isinstance(key, rsa.RSAPublicKey):
@@ -272,12 +258,12 @@ def _hmac(digest: str):
 
 
 _SIGNATURE_CHECKS = {
-    "RS256": _rsa_pkcs1(hashes.SHA256),
-    "RS384": _rsa_pkcs1(hashes.SHA384),
-    "RS512": _rsa_pkcs1(hashes.SHA512),
-    "PS256": _rsa_pss(hashes.SHA256),
-    "PS384": _rsa_pss(hashes.SHA384),
-    "PS512": _rsa_pss(hashes.SHA512),
+    "RS256": _rsa(hashes.SHA256, pss=False),
+    "RS384": _rsa(hashes.SHA384, pss=False),
+    "RS512": _rsa(hashes.SHA512, pss=False),
+    "PS256": _rsa(hashes.SHA256, pss=True),
+    "PS384": _rsa(hashes.SHA384, pss=True),
+    "PS512": _rsa(hashes.SHA512, pss=True),
     "ES256": _ecdsa(hashes.SHA256, ec.SECP256R1),
     "ES384": _ecdsa(hashes.SHA384, ec.SECP384R1),
     "EdDSA": _eddsa,

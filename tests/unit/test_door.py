@@ -187,11 +187,14 @@ def request(*pairs, query=""):
 
 
 def admitted(door, cache, req, now=NOW):
+    """Whether ``admit`` took the request; if not, it must hand back what
+    ``bearer`` finds and leave the request as it was."""
     before = list(req.headers.fields)
-    ok = door.admit(cache, req, now)
-    if not ok:
+    found = door.admit(cache, req, now)
+    if found is not None:
+        assert found == door.bearer(before, req.query)
         assert req.headers.fields == before and req.claims is None and req.identity is None
-    return ok
+    return found is None
 
 
 @pytest.fixture
