@@ -117,7 +117,7 @@ class TokenVerifier:
 
     def verify(self, token: bytes | str) -> Result:
         if type(token) is str:
-            token = token.encode()
+            token = token.encode("utf-8", "surrogatepass")  # not ASCII: malformed, not a crash
         cache = self.cache
         entry = cache.get(token)
         if entry is None:

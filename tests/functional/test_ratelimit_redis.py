@@ -7,7 +7,6 @@ persistence, and is killed at the end of its test.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ipaddress
 import itertools
 import logging
@@ -19,9 +18,11 @@ import time
 
 import pytest
 import uvloop
+from cryptography import x509
 
 from fastgw.ratelimit import Limit, RedisBuckets, SharedBuckets
 from fastgw.ratelimit.redis import key_slot
+from fastgw.testing import TestPKI
 
 from .redis_server import REDIS_CLI, RedisServer, require
 
@@ -289,47 +290,23 @@ def test_password_and_database_from_the_url(tmp_path):
 
 
 def tls_files(directory) -> dict:
-    """A self-signed certificate for localhost and 127.0.0.1: redis-server's TLS options."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    names = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+    """redis-server's TLS options: a certificate of a test CA for localhost and
+    127.0.0.1, good for clients too (cluster nodes present it to each other)."""
+    pki = TestPKI(directory / "pki")
+    cert = pki.issue(
+        "redis",
+        common_name="localhost",
+        alt_names=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+        usages=("server", "client"),
     )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return {
-        "cert-file": directory / "cert.pem",
-        "key-file": directory / "key.pem",
-        "ca-cert-file": directory / "cert.pem",
-        "auth-clients": "no",
-    }
+    return {"cert-file": cert.cert, "key-file": cert.key, "ca-cert-file": pki.ca_file,
+            "auth-clients": "no"}
 
 
 def test_rediss_over_tls(tmp_path):
-    server = RedisServer(tmp_path, tls=tls_files(tmp_path)).start()
-    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    tls = tls_files(tmp_path)
+    server = RedisServer(tmp_path, tls=tls).start()
+    context = ssl.create_default_context(cafile=str(tls["ca-cert-file"]))
     limit = Limit("l", 2, 60.0)
 
     async def main():
@@ -457,7 +434,7 @@ def test_cluster_over_tls(tls_cluster, tmp_path):
     slots = {key_slot(f"fastgw:rl:{{per-client:{k}}}".encode()) for k in keys}
     assert len({owner(tls_cluster, s).port for s in slots}) == 3  # TLS to every node
     url = "rediss+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in tls_cluster[:2])
-    context = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+    context = ssl.create_default_context(cafile=str(tls_cluster[0].tls["ca-cert-file"]))
 
     async def main():
         buckets = await started(url, timeout=1.0, ssl=context)

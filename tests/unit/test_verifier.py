@@ -569,6 +569,7 @@ def test_cache_key_is_the_exact_text(keys, claims_impl, signature_checks):
     assert verifier.verify(token).code is AuthCode.OK
     assert verifier.verify(token + "A").code is not AuthCode.OK
     assert verifier.verify(" " + token).code is AuthCode.MALFORMED_TOKEN
+    assert verifier.verify(token + "\udcff").code is AuthCode.MALFORMED_TOKEN
     assert len(signature_checks) == 2
 
 
