@@ -6,7 +6,8 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-CORE_MODULES = ["router", "claims", "door", "bucket"]  # keep in step with fastgw/_core/__init__.py MODULES
+# keep in step with MODULES in src/fastgw/_core/__init__.py
+CORE_MODULES = ["router", "claims", "door", "bucket"]
 
 
 class OptionalBuildExt(build_ext):
@@ -33,7 +34,7 @@ def extensions():
     except ImportError:
         return []
     return cythonize(
-        [f"fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
+        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )

@@ -104,7 +104,7 @@ def main():
     columns = [name for name in ("compiled", "python") if name in IMPLEMENTATIONS]
     columns.append("regex scan")
     if "compiled" not in IMPLEMENTATIONS:
-        print("compiled router not built: python setup.py build_ext --inplace\n")
+        print("compiled router not built: pip install . builds it\n")
 
     print(f"{'routes':>8} " + " ".join(f"{c:>14}" for c in columns) + "   (ns/match)")
     for size in sizes:

@@ -21,7 +21,7 @@ def implementation(name):
     if module is None:
         if NO_EXTENSIONS:
             pytest.skip("FASTGW_NO_EXTENSIONS is set")
-        pytest.fail("compiled bucket missing: run python setup.py build_ext --inplace")
+        pytest.fail("compiled bucket missing: pip install . builds it")
     return module
 
 

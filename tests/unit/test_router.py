@@ -18,7 +18,7 @@ def implementation(name):
     if module is None:
         if NO_EXTENSIONS:
             pytest.skip("FASTGW_NO_EXTENSIONS is set")
-        pytest.fail("compiled router missing: run python setup.py build_ext --inplace")
+        pytest.fail("compiled router missing: pip install . builds it")
     return module
 
 
