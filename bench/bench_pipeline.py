@@ -15,17 +15,14 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import sys
 import time
 from pathlib import Path
 
 import uvloop
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
 from fastgw.gateway import Gateway
-from fastgw.http.protocol import ClientProtocol
-from fastgw.upstream.connection import UpstreamConnection
+from fastgw.proxy.connection import ClientConnection
+from fastgw.proxy.upstream import UpstreamConnection
 
 RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: Sat, 28 Nov 2026 07:00:00 GMT\r\n"
             b"Content-Type: text/plain\r\nContent-Length: 6\r\n"
@@ -133,7 +130,7 @@ async def run(requests: int, profile: bool, jwt: bool, rounds: int) -> None:
         else:
             loop.call_soon(protocol.data_received, request)
 
-    protocol = ClientProtocol(gateway)
+    protocol = ClientConnection(gateway)
     protocol.connection_made(MemoryTransport(answered))
     profiler = cProfile.Profile() if profile else None
     results: dict[str, list[float]] = {name: [] for name in cases}

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
-import itertools
 import logging
 import os
 import socket
@@ -27,10 +26,10 @@ from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
-from .http.protocol import ClientProtocol
+from .http.request import RequestIds
 from .logs import LineWriter, rfc3339_ms
-from .metrics import Metrics, export, merge
-from .proxy import Exchange, handle
+from .metrics import Metrics, export, merge, method_index
+from .proxy.connection import ClientConnection
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
@@ -68,13 +67,15 @@ class RouteRuntime:
         "response_filters",
         "scopes",
         "service",
+        "stats",
         "token_relay",
     )
 
     def __init__(self, route: Route, service: ServiceRuntime, authenticator: Authenticator,
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, metrics: Metrics) -> None:
         self.config = route
         self.id = route.id
+        self.stats = metrics.route(route.id)
         self.auth = route.auth
         self.service = service
         self.scopes: tuple[str, ...] = ()
@@ -140,7 +141,8 @@ def route_spec(route: Route):
 
 class Snapshot:
     def __init__(self, config: Config, loop, authenticator: Authenticator, limiter: RateLimiter,
-                 previous: Snapshot | None = None) -> None:
+                 previous: Snapshot | None = None, metrics: Metrics | None = None) -> None:
+        metrics = metrics if metrics is not None else Metrics()
         self.config = config
         self.authenticator = authenticator
         self.limiter = limiter
@@ -160,7 +162,7 @@ class Snapshot:
                 except (TLSConfigError, OSError) as exc:
                     errors.append((config.source, service.line, f"services.{name}.tls: {exc}"))
                     continue
-            self.services[name] = ServiceRuntime(service, loop, ssl=context)
+            self.services[name] = ServiceRuntime(service, loop, ssl=context, metrics=metrics)
         self.routes: list[RouteRuntime] = []
         specs = []
         for i, route in enumerate(config.routes):
@@ -168,7 +170,8 @@ class Snapshot:
             try:
                 specs.append(route_spec(route))
                 self.routes.append(
-                    RouteRuntime(route, self.services[route.service], authenticator, limiter)
+                    RouteRuntime(route, self.services[route.service], authenticator, limiter,
+                                 metrics)
                 )
             except ValueError as exc:
                 errors.append((where[0], where[1], f"{where[2]}: {exc}"))
@@ -255,11 +258,11 @@ class Listening:
         try:
             if tls is None:
                 await gateway.loop.connect_accepted_socket(
-                    lambda: ClientProtocol(gateway, "http"), conn)
+                    lambda: ClientConnection(gateway, "http"), conn)
             else:
                 peer = conn.getpeername()
                 await gateway.loop.connect_accepted_socket(
-                    lambda: ClientProtocol(gateway, "https"), conn, ssl=tls.context,
+                    lambda: ClientConnection(gateway, "https"), conn, ssl=tls.context,
                     ssl_handshake_timeout=gateway.snapshot.limits.header_timeout)
         except (OSError, TimeoutError) as exc:
             conn.close()
@@ -276,8 +279,6 @@ class Listening:
 class Gateway:
     """The gateway in one process (SPEC section 7): ``async with Gateway(config): ...``."""
 
-    exchange_class = Exchange
-
     def __init__(self, config: Config | dict | str, *, reuse_port: bool = False,
                  worker: int = 0, buckets: SharedBuckets | None = None,
                  metrics_dir: str | None = None, workers: int = 1) -> None:
@@ -292,7 +293,7 @@ class Gateway:
         self.metrics_dir = metrics_dir
         self.workers = workers  # of this host, all publishing to metrics_dir
         self._publisher: asyncio.Task | None = None
-        self.connections: set[ClientProtocol] = set()
+        self.connections: set[ClientConnection] = set()
         self.pending_accepts = 0
         self.listening: list[Listening] = []
         self.admin: AdminServer | None = None
@@ -306,10 +307,8 @@ class Gateway:
         self.redis: RedisBuckets | None = None
         self.redis_config = None
         self._trusted = config.trusted_proxies
-        self._ids = itertools.count()
-        self._id_prefix = os.urandom(6).hex()
+        self.request_ids = RequestIds()
         self._drained: asyncio.Event | None = None
-        self.pipeline = handle
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -318,7 +317,8 @@ class Gateway:
         self.audit = AuditLog(self.config.audit.path if self.config.audit else "-")
         self.authenticator = Authenticator(self.config.auth, metrics=self.metrics, audit=self.audit)
         self.redis = await self._redis_for(self.config)
-        self.snapshot = Snapshot(self.config, self.loop, self.authenticator, self._limiter())
+        self.snapshot = Snapshot(self.config, self.loop, self.authenticator, self._limiter(),
+                                 metrics=self.metrics)
         await self.authenticator.start()
         for service in self.snapshot.services.values():
             service.start()
@@ -424,7 +424,8 @@ class Gateway:
         limiter = RateLimiter(config, buckets=self.buckets, redis=redis, metrics=self.metrics,
                               audit=self.audit)
         try:
-            snapshot = Snapshot(config, self.loop, authenticator, limiter, previous=self.snapshot)
+            snapshot = Snapshot(config, self.loop, authenticator, limiter, previous=self.snapshot,
+                                metrics=self.metrics)
         except SnapshotError:
             if redis is not old_redis and redis is not None:
                 await redis.close()
@@ -466,12 +467,12 @@ class Gateway:
         for listening in self.listening:
             listening.pause()
 
-    def connection_opened(self, conn: ClientProtocol) -> None:
+    def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
         if self.draining:
             conn.close()
 
-    def connection_closed(self, conn: ClientProtocol) -> None:
+    def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
         if self.draining:
             if not self.connections and self._drained is not None:
@@ -489,14 +490,8 @@ class Gateway:
             return False
         return any(addr in net for net in self._trusted)
 
-    def new_request_id(self) -> str:
-        return f"{self._id_prefix}{next(self._ids):010x}"
-
-    def rejected_exchange(self, protocol, status: int, error: str | None) -> Exchange:
-        return Exchange.rejected(protocol, status, error)
-
     def log_rejection(self, protocol, status: int, error: str | None, request_id: str) -> None:
-        self.metrics.requests.inc(("", "", status))
+        self.metrics.route("").count(0, status, 0.0)
         if self.access_log is not None:
             self.access_log.write({
                 "ts": rfc3339_ms(time.time()),
@@ -565,21 +560,21 @@ class Gateway:
                 await self.loop.run_in_executor(None, write, data)
             await asyncio.sleep(METRICS_INTERVAL)
 
-    def exchange_finished(self, ex: Exchange) -> None:
-        route = ex.route.id if ex.route is not None else ""
+    def exchange_finished(self, ex) -> None:
+        route = ex.route
         request = ex.request
-        method = request.method if request is not None else ""
         elapsed = self.loop.time() - ex.started_at
-        self.metrics.requests.inc((route, method, ex.status))
-        self.metrics.request_duration.observe((route,), elapsed)
+        stats = route.stats if route is not None else self.metrics.route("")
+        stats.count(method_index(request.method) if request is not None else 0, ex.status,
+                    elapsed)
         if self.access_log is not None:
             self.access_log.write({
                 "ts": rfc3339_ms(time.time()),
                 "request_id": request.request_id if request else None,
-                "client_ip": ex.protocol.client_ip,
-                "method": method,
+                "client_ip": ex.connection.client_ip,
+                "method": request.method if request is not None else "",
                 "path": request.path if request else None,
-                "route": route,
+                "route": route.id if route is not None else "",
                 "status": ex.status,
                 "bytes": ex.response_bytes,
                 "duration_ms": round(elapsed * 1000, 3),

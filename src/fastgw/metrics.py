@@ -1,6 +1,10 @@
 """Counters and histograms of this worker, rendered in the Prometheus text format.
 
-Deliberately tiny: an increment on the hot path is a dict lookup and an add.
+The hot path never builds a label tuple: a route's requests and durations
+are counted in the route's own ``RouteStats`` (a dict keyed by one small
+integer, and a list of bucket counts), a service's upstream timings in a
+``Series`` it holds. Labels are attached only when ``/metrics`` is read or a
+worker publishes its numbers, by folding those into the labelled metrics.
 """
 
 from __future__ import annotations
@@ -9,6 +13,19 @@ import bisect
 from collections import defaultdict
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+#: methods get small numbers as they are first seen; "" is a request that never had one
+METHODS: dict[str, int] = {"": 0, "GET": 1, "HEAD": 2, "POST": 3, "PUT": 4, "DELETE": 5,
+                           "PATCH": 6, "OPTIONS": 7}
+_METHOD_NAMES = list(METHODS)
+
+
+def method_index(method: str) -> int:
+    index = METHODS.get(method)
+    if index is None:
+        index = METHODS[method] = len(_METHOD_NAMES)
+        _METHOD_NAMES.append(method)
+    return index
 
 
 def _labels(names: tuple[str, ...], values: tuple) -> str:
@@ -47,6 +64,21 @@ class Gauge(Counter):
         return out
 
 
+class Series:
+    """One labelled histogram series: ``observe`` is a bisect and two adds."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
 class Histogram:
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (),
                  buckets: tuple[float, ...] = DURATION_BUCKETS) -> None:
@@ -54,27 +86,47 @@ class Histogram:
         self.help = help_text
         self.labels = labels
         self.buckets = buckets
-        self.values: dict[tuple, list] = {}
+        self.values: dict[tuple, Series] = {}
 
-    def observe(self, key: tuple, value: float) -> None:
+    def series(self, key: tuple) -> Series:
+        """The series for KEY, made once and kept: hold it, and observe into it."""
         series = self.values.get(key)
         if series is None:
-            series = self.values[key] = [[0] * (len(self.buckets) + 1), 0.0]
-        series[0][bisect.bisect_left(self.buckets, value)] += 1
-        series[1] += value
+            series = self.values[key] = Series(self.buckets)
+        return series
+
+    def observe(self, key: tuple, value: float) -> None:
+        self.series(key).observe(value)
 
     def render(self) -> list[str]:
         out = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} histogram"]
-        for key, (counts, total) in self.values.items():
+        for key, series in self.values.items():
             running = 0
-            for bound, count in zip((*self.buckets, float("inf")), counts, strict=True):
+            for bound, count in zip((*self.buckets, float("inf")), series.counts, strict=True):
                 running += count
                 le = "+Inf" if bound == float("inf") else f"{bound:g}"
                 labels = _labels((*self.labels, "le"), (*key, le))
                 out.append(f"{self.name}_bucket{labels} {running}")
-            out.append(f"{self.name}_sum{_labels(self.labels, key)} {total:g}")
+            out.append(f"{self.name}_sum{_labels(self.labels, key)} {series.total:g}")
             out.append(f"{self.name}_count{_labels(self.labels, key)} {running}")
         return out
+
+
+class RouteStats:
+    """A route's answered requests by method and status, and their durations."""
+
+    __slots__ = ("answered", "durations", "route")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.answered: dict[int, int] = {}  # status << 8 | method index -> count
+        self.durations = Series(DURATION_BUCKETS)
+
+    def count(self, method: int, status: int, elapsed: float) -> None:
+        key = status << 8 | method
+        answered = self.answered
+        answered[key] = answered.get(key, 0) + 1
+        self.durations.observe(elapsed)
 
 
 class Metrics:
@@ -97,21 +149,58 @@ class Metrics:
         self.active_connections = Gauge("fastgw_active_connections", "Open client connections.")
         self.upstream_healthy = Gauge("fastgw_upstream_healthy",
                                       "1 when an instance takes traffic.", ("service", "instance"))
+        self._routes: dict[str, RouteStats] = {}
+
+    def route(self, route_id: str) -> RouteStats:
+        """The stats of ROUTE_ID ("" for requests no route was found for), kept across
+        reloads so that its counters never go back."""
+        stats = self._routes.get(route_id)
+        if stats is None:
+            stats = self._routes[route_id] = RouteStats(route_id)
+        return stats
+
+    def labelled(self) -> Metrics:
+        """A copy whose labelled metrics include what the routes counted."""
+        out = Metrics()
+        for attr, metric in vars(self).items():
+            if attr == "_routes":
+                continue
+            target = getattr(out, attr)
+            if isinstance(metric, Histogram):
+                for key, series in metric.values.items():
+                    _add_series(target.series(key), series.counts, series.total)
+            else:
+                target.values.update(metric.values)
+        for stats in self._routes.values():
+            for key, count in stats.answered.items():
+                labels = (stats.route, _METHOD_NAMES[key & 0xFF], key >> 8)
+                out.requests.values[labels] += count
+            if stats.answered:
+                series = stats.durations
+                _add_series(out.request_duration.series((stats.route,)), series.counts,
+                            series.total)
+        return out
 
     def render(self) -> bytes:
         lines: list[str] = []
-        for metric in vars(self).values():
-            lines += metric.render()
+        for attr, metric in vars(self.labelled()).items():
+            if attr != "_routes":
+                lines += metric.render()
         return ("\n".join(lines) + "\n").encode()
+
+
+def _add_series(series: Series, counts: list[int], total: float) -> None:
+    series.counts = [a + b for a, b in zip(series.counts, counts, strict=True)]
+    series.total += total
 
 
 def export(metrics: Metrics) -> dict:
     """This worker's numbers, as plain data another worker can add up."""
     out = {}
-    for attr, metric in vars(metrics).items():
+    for attr, metric in vars(metrics.labelled()).items():
         if isinstance(metric, Histogram):
-            out[attr] = [[list(k), counts, total] for k, (counts, total) in metric.values.items()]
-        else:
+            out[attr] = [[list(k), s.counts, s.total] for k, s in metric.values.items()]
+        elif isinstance(metric, Counter):
             out[attr] = [[list(k), v] for k, v in metric.values.items()]
     return out
 
@@ -122,9 +211,7 @@ def merge(metrics: Metrics, exported: dict) -> None:
         metric = getattr(metrics, attr, None)
         if isinstance(metric, Histogram):
             for key, counts, total in rows:
-                series = metric.values.setdefault(tuple(key), [[0] * len(counts), 0.0])
-                series[0] = [a + b for a, b in zip(series[0], counts, strict=True)]
-                series[1] += total
+                _add_series(metric.series(tuple(key)), counts, total)
         elif isinstance(metric, Counter):
             for key, value in rows:
                 metric.values[tuple(key)] += value

@@ -1,4 +1,6 @@
-"""The request as filters and checks see it."""
+"""The request as filters and checks see it, and where request ids come from."""
+
+import os
 
 from .headers import Headers
 
@@ -16,7 +18,7 @@ class Request:
         "path",
         "path_vars",
         "query",
-        "request_id",
+        "request_id_bytes",
         "route_id",
         "scheme",
         "scopes",
@@ -33,7 +35,7 @@ class Request:
         host: str,
         client_ip: str,
         scheme: str,
-        request_id: str,
+        request_id: str | bytes,
     ) -> None:
         self.method = method
         self.path = path
@@ -43,7 +45,8 @@ class Request:
         self.host = host
         self.client_ip = client_ip
         self.scheme = scheme
-        self.request_id = request_id
+        self.request_id_bytes = (request_id if type(request_id) is bytes
+                                 else request_id.encode("ascii"))
         self.route_id: str | None = None
         self.path_vars: dict[str, str] | None = None
         self.claims: dict | None = None
@@ -53,8 +56,26 @@ class Request:
         self.identity = None  # the verified credential (token result, client certificate)
 
     @property
+    def request_id(self) -> str:
+        return self.request_id_bytes.decode("ascii")
+
+    @property
     def target(self) -> str:
         return f"{self.path}?{self.query}" if self.query else self.path
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} id={self.request_id}>"
+
+
+class RequestIds:
+    """Ids unique to this process: a random prefix and a counter, as ASCII bytes."""
+
+    __slots__ = ("_count", "_prefix")
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(6).hex().encode()
+        self._count = 0
+
+    def next(self) -> bytes:
+        self._count += 1
+        return b"%s%010x" % (self._prefix, self._count)

@@ -12,7 +12,7 @@ import socket
 from collections import deque
 
 from ..config.model import Instance
-from .connection import UpstreamConnection, UpstreamError
+from ..proxy.upstream import UpstreamConnection, UpstreamError
 
 # Upstreams commonly close idle keep-alive connections after 5-75 s; closing
 # ours first avoids most races where a request is written into a dying socket.
@@ -57,14 +57,22 @@ class InstancePool:
         self._idle: deque[UpstreamConnection] = deque()
         self._waiters: deque[asyncio.Future] = deque()
 
-    async def acquire(self) -> UpstreamConnection:
+    def take_idle(self) -> UpstreamConnection | None:
+        """The most recently used idle connection that is still good, if any."""
         idle = self._idle
-        now = self.loop.time()
-        while idle:
-            conn = idle.pop()
-            if not conn.closed and now - conn.idle_since < IDLE_TIMEOUT:
-                return conn
-            self._close(conn)
+        if idle:
+            now = self.loop.time()
+            while idle:
+                conn = idle.pop()
+                if not conn.closed and now - conn.idle_since < IDLE_TIMEOUT:
+                    return conn
+                self._close(conn)
+        return None
+
+    async def acquire(self) -> UpstreamConnection:
+        conn = self.take_idle()
+        if conn is not None:
+            return conn
         if self.open >= self.max_connections:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)

@@ -15,6 +15,7 @@ import logging
 import random
 
 from ..config.model import Service
+from ..metrics import DURATION_BUCKETS, Series
 from .pool import InstancePool
 
 log = logging.getLogger("fastgw.upstream")
@@ -34,10 +35,12 @@ class InstanceState:
         "name",
         "pool",
         "probe_streak",
+        "timing",
     )
 
-    def __init__(self, pool: InstancePool) -> None:
+    def __init__(self, pool: InstancePool, timing) -> None:
         self.pool = pool
+        self.timing = timing  # the service's fastgw_upstream_duration_seconds series
         self.name = pool.instance.url
         self.in_flight = 0
         self.failures = 0
@@ -53,13 +56,16 @@ class InstanceState:
 class ServiceRuntime:
     __slots__ = ("_next", "_probes", "config", "instances", "loop", "name", "pick", "ssl")
 
-    def __init__(self, config: Service, loop: asyncio.AbstractEventLoop, ssl=None) -> None:
+    def __init__(self, config: Service, loop: asyncio.AbstractEventLoop, ssl=None,
+                 metrics=None) -> None:
         self.config = config
         self.name = config.name
         self.loop = loop
         self.ssl = ssl
         self._probes: list[asyncio.Task] = []
         server_name = config.tls.server_name if config.tls else None
+        timing = (metrics.upstream_duration.series((config.name,)) if metrics is not None
+                  else Series(DURATION_BUCKETS))
         self.instances = [
             InstanceState(
                 InstancePool(
@@ -69,7 +75,8 @@ class ServiceRuntime:
                     loop=loop,
                     ssl=ssl if inst.scheme == "https" else None,
                     server_hostname=server_name or inst.host,
-                )
+                ),
+                timing,
             )
             for inst in config.instances
         ]

@@ -1,9 +1,11 @@
 """One keep-alive connection to an upstream instance, and the response it reads.
 
 The response is parsed with httptools and relayed to the client exchange as it
-arrives: head, body chunks, end. A connection goes back to its pool only
-after a complete, well-framed response to a completely sent request; anything
-ambiguous closes it.
+arrives: head, body chunks, end. The end is reported only once the parser has
+returned, so the exchange may hand this connection to the next request at
+once. A connection goes back to its pool only after a complete, well-framed
+response to a completely sent request; anything ambiguous closes it, and so
+do bytes after the end of a response, which nobody asked for.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class UpstreamError(Exception):
 
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
+        "_completed",
         "_drain_waiter",
         "_headers",
         "_response_head_seen",
@@ -56,6 +59,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.exchange = None
+        self._completed = None  # the exchange whose response ended in this read
         self.parser = None
         self.closed = False
         self.write_paused = False
@@ -122,14 +126,25 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_read = self.loop.time()
         try:
             self.parser.feed_data(data)
-            exchange.flush()
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :])
+            return
         except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if not isinstance(cause, UpstreamError):
-                cause = UpstreamError(502, "malformed upstream response")
-            self._fail(cause)
+            if self._completed is None:
+                cause = exc.__context__
+                if not isinstance(cause, UpstreamError):
+                    cause = UpstreamError(502, "malformed upstream response")
+                self._fail(cause)
+                return
+            # Bytes after the end of the response: this connection is not reused.
+            self.reusable = False
+            self.transport.abort()
+        completed = self._completed
+        if completed is not None:
+            self._completed = None
+            completed.upstream_complete(self)
+        else:
+            exchange.flush()
 
     # -- the exchange -----------------------------------------------------
 
@@ -203,6 +218,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        exchange = self.exchange
+        if exchange is None:
+            raise UpstreamError(502, "upstream sent a response nobody asked for")
         status = self.parser.get_status_code()
         headers = self._headers
         self._headers = []
@@ -237,7 +255,6 @@ class UpstreamConnection(asyncio.Protocol):
         if listed:
             # Fields the upstream named in Connection are hop-by-hop too.
             kept = [item for item in kept if item[0] not in listed]
-        exchange = self.exchange
         exchange.upstream_head(status, kept, chunked, length)
         if exchange.method == "HEAD" and self.exchange is exchange:
             # llhttp cannot be told the request was HEAD, so the head is the whole
@@ -259,10 +276,9 @@ class UpstreamConnection(asyncio.Protocol):
         self._finish(reusable=self.request_sent and self.parser.should_keep_alive())
 
     def _finish(self, reusable: bool) -> None:
-        exchange = self.exchange
+        self._completed = self.exchange
         self.exchange = None
         self.reusable = reusable
-        exchange.upstream_complete(self)
 
     def _upgraded(self, rest: bytes) -> None:
         exchange = self.exchange

@@ -1,10 +1,12 @@
-"""The client side of the gateway: one asyncio protocol per downstream connection.
+"""The client side of the gateway: one HTTP/1.1 connection from a client.
 
 Theory of operation. httptools parses bytes into requests; each complete
 request head becomes an ``Exchange`` queued on the connection. Exchanges run
-one at a time, in order (pipelined requests are answered in order); while one
-runs, later heads and bodies are parsed into the queue until the buffered
-body bytes or the queue length pass a high-water mark, then reading pauses.
+one at a time, in order (pipelined requests are answered in order), each
+started only once the parser has returned, never from inside its callbacks;
+while one runs, later heads and bodies are parsed into the queue until the
+buffered body bytes or the queue length pass a high-water mark, then reading
+pauses.
 Every rule httptools is lenient about is checked here, before anything can
 reach an upstream. A rejected request ends the connection whenever its body
 could otherwise be read as the next request.
@@ -18,15 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections import deque
 
 import httptools
 
+from ..http.headers import HOP_BY_HOP, Headers, connection_tokens
+from ..http.request import Request
+from ..http.status import error_response
+from ..http.target import BadTarget, split_target
 from ..tls import client_identity, server_uri
-from .headers import HOP_BY_HOP, Headers, connection_tokens
-from .request import Request
-from .status import error_response
-from .target import BadTarget, split_target
+from .exchange import Exchange
 
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
@@ -56,7 +58,40 @@ class Rejected(Exception):
         self.error = error
 
 
-class ClientProtocol(asyncio.Protocol):
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_deadline",
+        "_head_bytes",
+        "_header_bytes",
+        "_headers",
+        "_in_head",
+        "_next",
+        "_running",
+        "_timer",
+        "_timer_kind",
+        "_url",
+        "_url_len",
+        "active",
+        "buffered",
+        "client_cert",
+        "client_ip",
+        "closing",
+        "gateway",
+        "last",
+        "loop",
+        "parser",
+        "queue",
+        "read_paused",
+        "reading",
+        "requests",
+        "scheme",
+        "server_uri",
+        "transport",
+        "trusted",
+        "tunnel",
+        "write_paused",
+    )
+
     def __init__(self, gateway, scheme: str = "http") -> None:
         self.gateway = gateway
         self.loop = gateway.loop
@@ -71,12 +106,14 @@ class ClientProtocol(asyncio.Protocol):
         self.write_paused = False
         self.read_paused = False
         self.tunnel = None
-        self.queue: deque = deque()
+        self.queue: list = []  # pipelined exchanges waiting their turn, from queue[_next]
+        self._next = 0
         self.active = None
         self.reading = None  # the exchange whose body is being parsed
         self.last = None  # the exchange of the latest head
         self.buffered = 0
         self.requests = 0
+        self._running = False
         # the request head being parsed
         self._url: list[bytes] = []
         self._url_len = 0
@@ -87,6 +124,10 @@ class ClientProtocol(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
         self._timer_kind = ""
+
+    @property
+    def draining(self) -> bool:
+        return self.gateway.draining
 
     # -- connection ----------------------------------------------------------
 
@@ -109,11 +150,12 @@ class ClientProtocol(asyncio.Protocol):
         self.gateway.connection_closed(self)
         if self.tunnel is not None:
             self.tunnel.client_closed()
-        for ex in self.queue:
+        for ex in self.queue[self._next :]:
             ex.client_gone()
         if self.active is not None:
             self.active.client_gone()
         self.queue.clear()
+        self._next = 0
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -145,7 +187,6 @@ class ClientProtocol(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgrade(data[exc.args[0] :])
-            return
         except httptools.HttpParserError as exc:
             # Our own verdicts raised in callbacks arrive as the error's context.
             cause = exc.__context__
@@ -153,11 +194,13 @@ class ClientProtocol(asyncio.Protocol):
                 self.reject(cause.status, cause.error)
             else:
                 self.reject(400, "malformed_request")
-            return
-        if self._in_head:
-            limits = self.gateway.snapshot.limits
-            if self._head_bytes > limits.max_request_line + limits.max_header_bytes + 4096:
-                self.reject(431 if self._url_len else 414)
+        else:
+            if self._in_head:
+                limits = self.gateway.snapshot.limits
+                if self._head_bytes > limits.max_request_line + limits.max_header_bytes + 4096:
+                    self.reject(431 if self._url_len else 414)
+        if self.active is None and self._next < len(self.queue):
+            self._run_next()
 
     # -- parser callbacks ----------------------------------------------------
 
@@ -193,10 +236,8 @@ class ClientProtocol(asyncio.Protocol):
         ex = self._exchange()
         self.reading = self.last = ex
         self.queue.append(ex)
-        if len(self.queue) > MAX_QUEUED:
+        if len(self.queue) - self._next > MAX_QUEUED:
             self._pause_reading()
-        if self.active is None:
-            self._run_next()
 
     def on_body(self, body: bytes) -> None:
         ex = self.reading
@@ -258,7 +299,7 @@ class ClientProtocol(asyncio.Protocol):
             elif low == b"upgrade":
                 upgrade = value
             elif low == b"x-request-id" and request_id is None and _REQUEST_ID.match(value):
-                request_id = value.decode("ascii")
+                request_id = value
         if hosts != 1:
             raise Rejected(400, "missing_host" if hosts == 0 else "duplicate_host")
         # RFC 9112 section 6.1: chunked, alone, on HTTP/1.1 only.
@@ -270,8 +311,8 @@ class ClientProtocol(asyncio.Protocol):
             path, query = split_target(b"".join(self._url))
         except BadTarget as exc:
             raise Rejected(400, str(exc).replace(" ", "_")) from None
-        limits = self.gateway.snapshot.limits
-        if length is not None and length > limits.max_body:
+        snapshot = self.gateway.snapshot
+        if length is not None and length > snapshot.limits.max_body:
             raise Rejected(413)
         headers = Headers.from_raw(items)
         if conn_values:
@@ -298,15 +339,16 @@ class ClientProtocol(asyncio.Protocol):
             if not has_body:
                 expect = None
         if request_id is None:
-            request_id = self.gateway.new_request_id()
+            request_id = self.gateway.request_ids.next()
         request = Request(
             method, path, query, version, headers, host.decode("latin-1"), self.client_ip,
             self.scheme, request_id,
         )
         request.forwarded_for = forwarded
         request.client_cert = self.client_cert
-        return self.gateway.exchange_class(
+        return Exchange(
             self,
+            snapshot,
             request,
             keep_alive=parser.should_keep_alive() and not websocket,
             chunked=te is not None,
@@ -336,13 +378,27 @@ class ClientProtocol(asyncio.Protocol):
     # -- running exchanges ----------------------------------------------------------
 
     def _run_next(self) -> None:
-        if self.queue and not self.closing:
-            ex = self.queue.popleft()
-            self.active = ex
-            ex.start()
-            if self.read_paused and len(self.queue) <= MAX_QUEUED:
-                self.body_consumed(0)
-        elif not self.closing and not self._in_head:
+        """Start queued exchanges, in order, while none is active. An exchange
+        that finishes at once (a 404, a 401) returns here, not deeper."""
+        if self._running:
+            return
+        self._running = True
+        queue = self.queue
+        try:
+            while self.active is None and not self.closing and self._next < len(queue):
+                ex = queue[self._next]
+                queue[self._next] = None
+                self._next += 1
+                if self._next == len(queue):
+                    queue.clear()
+                    self._next = 0
+                self.active = ex
+                if self.read_paused and len(queue) - self._next <= MAX_QUEUED:
+                    self.body_consumed(0)
+                ex.start()
+        finally:
+            self._running = False
+        if self.active is None and not self.closing and not self._in_head and not queue:
             self._arm("idle", self.gateway.snapshot.limits.idle_timeout)
 
     def exchange_done(self, ex) -> None:
@@ -358,9 +414,16 @@ class ClientProtocol(asyncio.Protocol):
             return
         self._run_next()
 
+    def new_request_id(self) -> str:
+        return self.gateway.request_ids.next().decode("ascii")
+
+    def exchange_finished(self, ex) -> None:
+        self.gateway.exchange_finished(ex)
+
     def body_consumed(self, n: int) -> None:
         self.buffered -= n
-        if self.read_paused and self.buffered < BODY_LOW_WATER and len(self.queue) <= MAX_QUEUED:
+        if (self.read_paused and self.buffered < BODY_LOW_WATER
+                and len(self.queue) - self._next <= MAX_QUEUED):
             self._resume_reading()
 
     def write(self, data: bytes) -> None:
@@ -385,11 +448,11 @@ class ClientProtocol(asyncio.Protocol):
             return
         if self.active is not None or self.queue:
             # Earlier requests are still being answered; answer this one in its turn.
-            self.queue.append(self.gateway.rejected_exchange(self, status, error))
+            self.queue.append(Exchange.rejected(self, self.gateway.snapshot, status, error))
             self.parser = None
             self.closing_after_queue()
             return
-        request_id = self.gateway.new_request_id()
+        request_id = self.new_request_id()
         self.gateway.log_rejection(self, status, error, request_id)
         self.transport.write(error_response(status, request_id, error=error, close=True))
         self.close()
