@@ -26,7 +26,6 @@ from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
-from .http.request import RequestIds
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge, method_index
 from .proxy.connection import ClientConnection
@@ -307,7 +306,7 @@ class Gateway:
         self.redis: RedisBuckets | None = None
         self.redis_config = None
         self._trusted = config.trusted_proxies
-        self.request_ids = RequestIds()
+        self.request_ids = _core.active("head").RequestIds()
         self._drained: asyncio.Event | None = None
 
     # -- lifecycle ----------------------------------------------------------------

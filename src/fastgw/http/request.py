@@ -1,6 +1,4 @@
-"""The request as filters and checks see it, and where request ids come from."""
-
-import os
+"""The request as filters and checks see it."""
 
 from .headers import Headers
 
@@ -65,17 +63,3 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<Request {self.method} {self.target} id={self.request_id}>"
-
-
-class RequestIds:
-    """Ids unique to this process: a random prefix and a counter, as ASCII bytes."""
-
-    __slots__ = ("_count", "_prefix")
-
-    def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex().encode()
-        self._count = 0
-
-    def next(self) -> bytes:
-        self._count += 1
-        return b"%s%010x" % (self._prefix, self._count)

@@ -19,35 +19,22 @@ deadline (silent close).
 from __future__ import annotations
 
 import asyncio
-import re
 
 import httptools
 
-from ..http.headers import HOP_BY_HOP, Headers, connection_tokens
+from .._core import active
+from ..http.headers import Headers
 from ..http.request import Request
 from ..http.status import error_response
 from ..http.target import BadTarget, split_target
 from ..tls import client_identity, server_uri
 from .exchange import Exchange
 
+scan_request = active("head").scan_request
+
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
 MAX_QUEUED = 16
-
-_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-_BAD_HOST = re.compile(rb"[ \t/\\@]")
-# Never forwarded as the client sent them: framing and hop-by-hop fields, the
-# identity the gateway itself asserts, and what it sets from the socket.
-_SPECIAL = frozenset(
-    name.encode()
-    for name in (
-        *HOP_BY_HOP, "host", "content-length", "expect", "x-request-id",
-        "x-auth-subject", "x-auth-scopes",
-        "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
-        "x-forwarded-client-cert", "client-cert", "client-cert-chain",
-    )
-)
-
 
 class Rejected(Exception):
     """A request the gateway answers itself; the connection is closed afterwards."""
@@ -261,65 +248,27 @@ class ClientConnection(asyncio.Protocol):
 
     # -- building the exchange ---------------------------------------------------
 
-    def _exchange(self):
+    def _exchange(self) -> Exchange:
         parser = self.parser
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise Rejected(505)
-        method = parser.get_method().decode("ascii")
-        hosts = 0
-        host = b""
-        te = None
-        length = None
-        conn_values = []
-        expect = None
-        upgrade = None
-        request_id = None
-        forwarded = []
-        items = []
-        for name, value in self._headers:
-            low = name.lower()
-            if low not in _SPECIAL:
-                items.append((low, name, value))
-            elif low == b"host":
-                hosts += 1
-                host = value
-            elif low == b"transfer-encoding":
-                if te is not None:
-                    raise Rejected(400, "bad_transfer_encoding")
-                te = value
-            elif low == b"content-length":
-                length = int(value)
-            elif low == b"connection":
-                conn_values.append(value.decode("latin-1"))
-            elif low == b"x-forwarded-for":
-                forwarded.append(value.decode("latin-1"))
-            elif low == b"expect":
-                expect = value
-            elif low == b"upgrade":
-                upgrade = value
-            elif low == b"x-request-id" and request_id is None and _REQUEST_ID.match(value):
-                request_id = value
-        if hosts != 1:
-            raise Rejected(400, "missing_host" if hosts == 0 else "duplicate_host")
+        head = scan_request(self._headers)
+        if head.error is not None:
+            raise Rejected(400, head.error)
+        te = head.te
         # RFC 9112 section 6.1: chunked, alone, on HTTP/1.1 only.
         if te is not None and (version != "1.1" or te.strip().lower() != b"chunked"):
             raise Rejected(400, "bad_transfer_encoding")
-        if not host or _BAD_HOST.search(host):
-            raise Rejected(400, "bad_host")
         try:
             path, query = split_target(b"".join(self._url))
         except BadTarget as exc:
             raise Rejected(400, str(exc).replace(" ", "_")) from None
         snapshot = self.gateway.snapshot
+        length = head.length
         if length is not None and length > snapshot.limits.max_body:
             raise Rejected(413)
-        headers = Headers.from_raw(items)
-        if conn_values:
-            tokens = connection_tokens(conn_values)
-            tokens.difference_update(("close", "keep-alive"))
-            if tokens:
-                headers.remove_all(tokens)
+        method = parser.get_method().decode("ascii")
         has_body = te is not None or bool(length)
         websocket = False
         if parser.should_upgrade():
@@ -327,24 +276,25 @@ class ClientConnection(asyncio.Protocol):
                 raise Rejected(405, "method_not_allowed")
             if has_body:
                 raise Rejected(400, "upgrade_with_body")
+            upgrade = head.upgrade
             websocket = (
                 upgrade is not None
                 and upgrade.strip().lower() == b"websocket"
                 and method == "GET"
                 and version == "1.1"
             )
+        expect = head.expect
         if expect is not None:
             if expect.strip().lower() != b"100-continue":
                 raise Rejected(417, "expectation_failed")
             if not has_body:
                 expect = None
-        if request_id is None:
-            request_id = self.gateway.request_ids.next()
         request = Request(
-            method, path, query, version, headers, host.decode("latin-1"), self.client_ip,
-            self.scheme, request_id,
+            method, path, query, version, Headers.from_raw(head.fields),
+            head.host.decode("latin-1"), self.client_ip, self.scheme,
+            head.request_id or self.gateway.request_ids.next(),
         )
-        request.forwarded_for = forwarded
+        request.forwarded_for = head.forwarded
         request.client_cert = self.client_cert
         return Exchange(
             self,

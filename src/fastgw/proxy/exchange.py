@@ -23,12 +23,15 @@ import asyncio
 import logging
 from collections import deque
 
+from .._core import active
 from ..http.headers import Headers
 from ..http.status import error_response, status_line
 from ..tls import xfcc_value
 from .upstream import UpstreamError
 
 log = logging.getLogger("fastgw.proxy")
+
+encode_fields = active("head").encode_fields
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 NO_BODY_STATUS = frozenset({204, 304})
@@ -474,7 +477,7 @@ class Exchange:
                 view.add(name, value)
             out = [status_line(status), view.encode()]
         else:
-            out = [status_line(status), b"".join([b"%s: %s\r\n" % (n, v) for _, n, v in kept])]
+            out = [status_line(status), encode_fields(kept)]
         self.until_close = length is None and not chunked
         if status == 101:
             self.framing = NONE
@@ -551,7 +554,7 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
     xff = ", ".join([*request.forwarded_for, ip]) if trusted and request.forwarded_for else ip
     parts = [
         f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1"),
-        headers.encode(),
+        encode_fields(headers.fields),
         f"X-Forwarded-For: {xff}\r\nX-Forwarded-Proto: {request.scheme}\r\n"
         f"X-Forwarded-Host: {request.host}\r\n".encode("latin-1"),
         b"X-Request-Id: ", request.request_id_bytes, b"\r\n",

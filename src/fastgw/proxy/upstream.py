@@ -14,12 +14,9 @@ import asyncio
 
 import httptools
 
-from ..http.headers import HOP_BY_HOP
+from .._core import active
 
-_NOT_RELAYED = frozenset(
-    name.encode() for name in (*HOP_BY_HOP, "content-length")
-)
-_PERSISTENCE = frozenset({b"close", b"keep-alive", b""})
+scan_response = active("head").scan_response
 
 
 class UpstreamError(Exception):
@@ -227,34 +224,12 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             return  # interim response (103, or a stray 100): not relayed
         self._response_head_seen = True
-        # One pass: framing is checked, hop-by-hop fields are dropped, the rest
-        # is kept as (lower-cased name, name, value) for the client.
-        chunked = False
-        length = None
-        listed = None
-        kept = []
-        upgrade = status == 101
-        for name, value in headers:
-            low = name.lower()
-            if low not in _NOT_RELAYED:
-                kept.append((low, name, value))
-            elif low == b"transfer-encoding":
-                if chunked or value.strip().lower() != b"chunked":
-                    raise UpstreamError(502, "ambiguous upstream framing")
-                chunked = True
-            elif low == b"content-length":
-                length = int(value)
-            elif upgrade:
-                kept.append((low, name, value))  # Upgrade and Connection are a 101's point
-            elif low == b"connection":
-                listed = {t.strip().lower() for t in value.split(b",")} - _PERSISTENCE
-        if chunked and length is not None:
-            raise UpstreamError(502, "ambiguous upstream framing")
+        scanned = scan_response(headers, status == 101)
+        if type(scanned) is str:
+            raise UpstreamError(502, scanned)
         if self.parser.get_http_version() not in ("1.1", "1.0"):
             raise UpstreamError(502, "unsupported upstream HTTP version")
-        if listed:
-            # Fields the upstream named in Connection are hop-by-hop too.
-            kept = [item for item in kept if item[0] not in listed]
+        kept, chunked, length = scanned
         exchange.upstream_head(status, kept, chunked, length)
         if exchange.method == "HEAD" and self.exchange is exchange:
             # llhttp cannot be told the request was HEAD, so the head is the whole
