@@ -29,6 +29,7 @@ from .filters import POLICY, build_filter
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge, method_index
 from .proxy.connection import ClientConnection
+from .proxy.deadlines import Deadlines
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
@@ -307,12 +308,14 @@ class Gateway:
         self.redis_config = None
         self._trusted = config.trusted_proxies
         self.request_ids = _core.active("head").RequestIds()
+        self.deadlines: Deadlines | None = None
         self._drained: asyncio.Event | None = None
 
     # -- lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self.deadlines = Deadlines(self.loop)
         self.audit = AuditLog(self.config.audit.path if self.config.audit else "-")
         self.authenticator = Authenticator(self.config.auth, metrics=self.metrics, audit=self.audit)
         self.redis = await self._redis_for(self.config)
@@ -385,6 +388,8 @@ class Gateway:
         if self.access_log is not None:
             self.access_log.close()
         self.audit.close()
+        if self.deadlines is not None:
+            self.deadlines.close()
 
     async def __aenter__(self) -> Gateway:
         await self.start()

@@ -11,9 +11,9 @@ Every rule httptools is lenient about is checked here, before anything can
 reach an upstream. A rejected request ends the connection whenever its body
 could otherwise be read as the next request.
 
-Timers: one per connection. While a head is incomplete it is the header
-deadline (408); while the connection has nothing to do it is the idle
-deadline (silent close).
+Deadlines: one per connection, kept by the gateway's ``Deadlines``. While a
+head is incomplete it is the header deadline (408); while the connection has
+nothing to do it is the idle deadline (silent close).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from ..http.request import Request
 from ..http.status import error_response
 from ..http.target import BadTarget, split_target
 from ..tls import client_identity, server_uri
+from .deadlines import RESOLUTION
 from .exchange import Exchange
 
 scan_request = active("head").scan_request
@@ -54,7 +55,6 @@ class ClientConnection(asyncio.Protocol):
         "_in_head",
         "_next",
         "_running",
-        "_timer",
         "_timer_kind",
         "_url",
         "_url_len",
@@ -73,6 +73,7 @@ class ClientConnection(asyncio.Protocol):
         "requests",
         "scheme",
         "server_uri",
+        "tick",
         "transport",
         "trusted",
         "tunnel",
@@ -102,13 +103,13 @@ class ClientConnection(asyncio.Protocol):
         self.requests = 0
         self._running = False
         # the request head being parsed
-        self._url: list[bytes] = []
+        self._url: list[bytes] | None = None
         self._url_len = 0
-        self._headers: list[tuple[bytes, bytes]] = []
+        self._headers: list[tuple[bytes, bytes]] | None = None
         self._header_bytes = 0
         self._in_head = False
         self._head_bytes = 0
-        self._timer: asyncio.TimerHandle | None = None
+        self.tick = 0  # of the gateway's deadlines this connection is due in; 0 when not
         self._deadline = 0.0
         self._timer_kind = ""
 
@@ -134,6 +135,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closing = True
         self._disarm()
+        if self.tick:
+            self.gateway.deadlines.forget(self)
         self.gateway.connection_closed(self)
         if self.tunnel is not None:
             self.tunnel.client_closed()
@@ -221,6 +224,7 @@ class ClientConnection(asyncio.Protocol):
         self._disarm()
         self.requests += 1
         ex = self._exchange()
+        self._url = self._headers = None  # an idle connection keeps nothing of its last head
         self.reading = self.last = ex
         self.queue.append(ex)
         if len(self.queue) - self._next > MAX_QUEUED:
@@ -356,6 +360,8 @@ class ClientConnection(asyncio.Protocol):
         self.active = None
         if self.tunnel is not None:
             return
+        if self.last is ex:
+            self.last = None
         if ex.body:
             self.buffered -= sum(len(c) for c in ex.body)
             ex.body.clear()
@@ -436,22 +442,24 @@ class ClientConnection(asyncio.Protocol):
 
     def _arm(self, kind: str, timeout: float) -> None:
         self._timer_kind = kind
-        self._deadline = self.loop.time() + timeout
-        if self._timer is None:
-            self._timer = self.loop.call_at(self._deadline, self._expired)
-        elif self._timer.when() > self._deadline:
-            self._timer.cancel()
-            self._timer = self.loop.call_at(self._deadline, self._expired)
+        deadline = self._deadline = self.loop.time() + timeout
+        tick = self.tick
+        if not tick or tick * RESOLUTION > deadline + RESOLUTION:
+            # Not watched, or watched for later than this deadline.
+            deadlines = self.gateway.deadlines
+            if tick:
+                deadlines.forget(self)
+            deadlines.watch(self, deadline)
 
     def _disarm(self) -> None:
         self._timer_kind = ""
 
-    def _expired(self) -> None:
-        self._timer = None
+    def expired(self) -> None:
+        """Called by the gateway's deadlines at or after this connection's deadline."""
         if not self._timer_kind or self.closing:
             return
         if self.loop.time() < self._deadline:
-            self._timer = self.loop.call_at(self._deadline, self._expired)
+            self.gateway.deadlines.watch(self, self._deadline)
             return
         if self._timer_kind == "head" and self.active is None and not self.queue:
             self._disarm()
