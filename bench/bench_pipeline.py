@@ -15,13 +15,10 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import sys
 import time
 from pathlib import Path
 
 import uvloop
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from fastgw.gateway import Gateway
 from fastgw.http.protocol import ClientProtocol
