@@ -51,6 +51,7 @@ UPSTREAM_BODY = (
     "orders/1: shipped, 3 items, total 42.00 EUR; "
     "a fixed body of ninety-eight bytes from the upstream\\n"
 )
+UPSTREAM_BYTES = UPSTREAM_BODY.replace("\\n", "\n").encode()
 
 
 def nginx_upstream_config(directory: str | os.PathLike, port: int, *, name: str = "upstream",
@@ -98,7 +99,7 @@ def wait_port(port: int, timeout: float = 10.0, process: subprocess.Popen | None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}")
+            raise RuntimeError(f"exited with {process.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                 return
