@@ -257,8 +257,12 @@ class Report:
         written = [md]
         if self.figures:
             png = directory / "latest.png"
-            self.chart(png)
-            written.append(png)
+            try:
+                self.chart(png)
+            except ImportError:
+                print("note: matplotlib is not installed (pip install matplotlib): no latest.png")
+            else:
+                written.append(png)
         return written
 
     def chart(self, path: Path) -> None:
