@@ -33,7 +33,11 @@ pid {dir}/{name}.pid;
 events {{ worker_connections {connections}; }}
 http {{
   access_log off;
-  upstream backend {{ server 127.0.0.1:{upstream}; keepalive 128; }}
+  upstream backend {{
+    server 127.0.0.1:{upstream};
+    keepalive 128;
+    keepalive_requests 1000000000;
+  }}
   server {{
     listen 127.0.0.1:{port} reuseport backlog=4096;
     keepalive_requests 1000000000;

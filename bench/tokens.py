@@ -1,11 +1,11 @@
 """The benchmark's issuer: one RS256 key, the tokens that probe a contender, many fresh ones.
 
 The probe tokens decide whether a contender checks what it claims to: a good
-token, none, a bad signature, an expired one, a wrong audience, a missing
-scope. The fresh tokens (each with its own ``sub``) are what a load with a
-different valid token on every request cycles through; there are tens of
-thousands, so they are signed in parallel, from a signing input built here,
-by ``cryptography`` directly.
+token, none, a bad signature, an expired one, a wrong audience, a wrong
+issuer, an unsigned one, a missing scope. The fresh tokens (each with its
+own ``sub``) are what a load with a different valid token on every request
+cycles through; there are tens of thousands, so they are signed in
+parallel, from a signing input built here, by ``cryptography`` directly.
 """
 
 from __future__ import annotations
@@ -56,9 +56,19 @@ def probes(key: SigningKey) -> list[Probe]:
               mint_token(key, iss=ISSUER, aud=AUDIENCE, scope=SCOPE, ttl=-3600), 401),
         Probe("a wrong aud",
               mint_token(key, iss=ISSUER, aud="another-api", scope=SCOPE, ttl=TTL), 401),
+        Probe("a wrong iss",
+              mint_token(key, iss="https://idp.elsewhere", aud=AUDIENCE, scope=SCOPE, ttl=TTL),
+              401),
+        Probe("an unsigned token (alg none)", unsigned(good_token(key)), 401),
         Probe("a token without the scope",
               mint_token(key, iss=ISSUER, aud=AUDIENCE, scope="write_orders", ttl=TTL), 403),
     ]  # fmt: skip
+
+
+def unsigned(token: str) -> str:
+    """``token`` with its header saying ``alg: none`` and no signature."""
+    header = _b64url(json.dumps({"alg": "none", "typ": "JWT"}).encode())
+    return f"{header}.{token.split('.')[1]}."
 
 
 def write_key_files(key: SigningKey, directory: Path) -> tuple[Path, Path]:
