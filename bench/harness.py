@@ -521,6 +521,8 @@ def summarize(row: Row, runs: list[Run], tolerance: float) -> Figure:
     non_2xx = sum(r.non_2xx for r in runs)
     if non_2xx:
         flags.append(f"ERRORS: {non_2xx:,} non-2xx")
+    if row.redis and not any(r.redis_us for r in runs):
+        flags.append("REDIS NOT USED (redis-server spent no CPU)")
     requests = sum(r.requests for r in runs)
     errors = sum(r.socket_errors for r in runs)
     if errors > 0.001 * requests:
