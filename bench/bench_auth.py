@@ -28,10 +28,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-
-from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, stop_all, wait_port
+from shared import (
+    cpu_ticks,
+    free_port,
+    gateway_env,
+    nginx_upstream_config,
+    pinned,
+    require_tools,
+    stop_all,
+    wait_port,
+)
 
 from fastgw.testing.idp import SigningKey, jwks, mint_token
 
@@ -52,15 +58,6 @@ routes:
 """
 SECURE = 'filters: ["RequireScopes=bench"]'
 CONTROL = "auth: none"
-
-
-def cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def pinned(cpu: int | None) -> list[str]:
-    return ["taskset", "-c", str(cpu)] if cpu is not None and shutil.which("taskset") else []
 
 
 def measure(pid: int, port: int, path: str, token: str, args, cpu) -> tuple[float, float]:
@@ -86,7 +83,7 @@ def main() -> int:
     parser.add_argument("--control", action="store_true",
                         help="both routes auth: none, to show the noise floor")
     args = parser.parse_args()
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = require_tools("wrk", "nginx")["nginx"]
     # the gateway alone on CPU 0; the load and the upstream on CPU 1
     gateway_cpu, load_cpu = (0, 1) if (os.cpu_count() or 1) >= 2 else (None, None)
     tmp = Path(tempfile.mkdtemp(prefix="fastgw-bench-auth-"))
@@ -96,7 +93,7 @@ def main() -> int:
     procs = []
     try:
         upstream = free_port()
-        (tmp / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=tmp, port=upstream))
+        (tmp / "upstream.conf").write_text(nginx_upstream_config(tmp, upstream))
         procs.append(subprocess.Popen(
             [*pinned(load_cpu), nginx, "-p", str(tmp), "-c", str(tmp / "upstream.conf"),
              "-g", "daemon off;"],

@@ -17,7 +17,6 @@ less than requests/s.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -26,13 +25,19 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from bench_auth import cpu_ticks
-from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, stop_all, wait_port
+from shared import (
+    find_tool,
+    free_port,
+    gateway_env,
+    nginx_upstream_config,
+    process_ticks,
+    require_tools,
+    run_wrk,
+    stop_all,
+    wait_port,
+)
 
 from fastgw.testing.certs import TestPKI
-from fastgw.testing.process import child_pids
 
 NGINX_PROXY = """
 worker_processes 1;
@@ -72,15 +77,6 @@ routes:
 """
 
 
-def process_ticks(pid: int) -> int:
-    """CPU clock ticks used so far by ``pid`` and its children (nginx's workers)."""
-    total = 0
-    for each in (pid, *child_pids(pid)):
-        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
-            total += cpu_ticks(each)
-    return total
-
-
 def negotiated(port: int) -> str:
     """The protocol and cipher a default OpenSSL client gets from ``port``."""
     out = subprocess.run(
@@ -93,16 +89,10 @@ def negotiated(port: int) -> str:
 
 def wrk(url: str, duration: int, connections: int, threads: int) -> tuple[int, float, str]:
     """Requests done, requests/s and p99 latency of one wrk run."""
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url],
-        capture_output=True, text=True, check=True,
-    ).stdout  # fmt: skip
-    if "Non-2xx or 3xx responses" in out:
-        raise RuntimeError(f"error responses from {url}:\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+(\S+)", out)
-    return requests, rps, p99.group(1) if p99 else "?"
+    result = run_wrk(url, duration=duration, connections=connections, threads=threads)
+    if result.non_2xx:
+        raise RuntimeError(f"error responses from {url}:\n{result.output}")
+    return result.requests, result.rps, f"{result.p99:.2f}ms"
 
 
 def measure(pid: int, url: str, args) -> tuple[float, float, str]:
@@ -120,10 +110,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
-    for tool in ("wrk", "nginx", "openssl"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is needed (apt-get install -y wrk nginx openssl)")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = require_tools("wrk", "nginx")["nginx"]
+    if find_tool("openssl") is None:
+        sys.exit("openssl is needed (apt-get install -y openssl)")
     tmp = Path(tempfile.mkdtemp(prefix="fastgw-bench-https-"))
     server = TestPKI(tmp / "pki").server("bench.test")
     cert, key = server.chain, server.key
@@ -149,7 +138,7 @@ def main() -> int:
 
     try:
         upstream = free_port()
-        (tmp / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=tmp, port=upstream))
+        (tmp / "upstream.conf").write_text(nginx_upstream_config(tmp, upstream))
         start([nginx, "-p", str(tmp), "-c", str(tmp / "upstream.conf"), "-g", "daemon off;"],
               upstream)  # fmt: skip
 

@@ -11,32 +11,23 @@ column, not the absolute numbers: these machines are shared and noisy.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-NGINX_UPSTREAM = """
-worker_processes 1;
-error_log {dir}/upstream-error.log;
-pid {dir}/upstream.pid;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  server {{
-    listen 127.0.0.1:{port} reuseport;
-    keepalive_requests 1000000;
-    location / {{ return 200 "hello from the upstream\\n"; }}
-  }}
-}}
-"""
+from shared import (
+    find_tool,
+    free_port,
+    gateway_env,
+    nginx_upstream_config,
+    require_tools,
+    run_wrk,
+    stop_all,
+    wait_port,
+)
 
 NGINX_PROXY = """
 worker_processes {workers};
@@ -89,55 +80,14 @@ routes:
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
-def gateway_env() -> dict[str, str]:
-    """The environment for a gateway subprocess: this checkout's fastgw, quiet logs."""
-    root = str(Path(__file__).resolve().parent.parent)
-    path = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "PYTHONPATH": path, "FASTGW_LOG_LEVEL": "WARNING"}
-
-
-def stop_all(procs: list[subprocess.Popen]) -> None:
-    """SIGTERM each process group (graceful), SIGKILL what is still there after 10 s."""
-    for proc in procs:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-
-
 def wrk(port: int, duration: int, connections: int, threads: int) -> tuple[float, str]:
-    out = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency",
-         f"http://127.0.0.1:{port}/bench"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p99 = re.search(r"99%\s+(\S+)", out)
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if errors:
-        raise RuntimeError(f"{errors.group(1)} non-2xx responses on port {port}:\n{out}")
-    return rps, p99.group(1) if p99 else "?"
+    """Requests/s and p99 of one wrk run; any error response fails it."""
+    result = run_wrk(f"http://127.0.0.1:{port}/bench", duration=duration,
+                     connections=connections, threads=threads)
+    if result.non_2xx:
+        raise RuntimeError(f"{result.non_2xx} non-2xx responses on port {port}:\n"
+                           f"{result.output}")
+    return result.rps, f"{result.p99:.2f}ms"
 
 
 def main() -> int:
@@ -147,11 +97,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is needed (apt-get install -y wrk nginx haproxy)")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    nginx = require_tools("wrk", "nginx")["nginx"]
+    haproxy = find_tool("haproxy")
     tmp = Path(tempfile.mkdtemp(prefix="fastgw-bench-"))
     procs: list[subprocess.Popen] = []
 
@@ -164,7 +111,7 @@ def main() -> int:
 
     try:
         upstream = free_port()
-        (tmp / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=tmp, port=upstream))
+        (tmp / "upstream.conf").write_text(nginx_upstream_config(tmp, upstream))
         start([nginx, "-p", str(tmp), "-c", str(tmp / "upstream.conf"), "-g", "daemon off;"],
               upstream)
         rows = []
@@ -174,7 +121,7 @@ def main() -> int:
             NGINX_PROXY.format(dir=tmp, port=port, upstream=upstream, workers=args.workers))
         start([nginx, "-p", str(tmp), "-c", str(tmp / "proxy.conf"), "-g", "daemon off;"], port)
         targets["nginx proxy_pass"] = port
-        if Path(haproxy).exists():
+        if haproxy is not None:
             port = free_port()
             (tmp / "haproxy.cfg").write_text(
                 HAPROXY.format(port=port, upstream=upstream, workers=args.workers))

@@ -22,14 +22,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
-import socket
-import subprocess
 import tempfile
 import time
 import uuid
 
 import uvloop
+from shared import start_redis, stop_all
 
 from fastgw._core import CORE
 from fastgw.ratelimit import Limit, RedisBuckets, SharedBuckets
@@ -100,40 +98,6 @@ def forked_rates(workers: int, duration: float) -> None:
     verdict = "exact" if allowed == burst else "WRONG"
     print(f"   hot key: {allowed} allowed for a burst of {burst}: {verdict}")
     print()
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen, str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        raise SystemExit("redis-server not found: install Redis or pass --redis-url")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            directory,
-        ],
-        stdout=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return process, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
 
 
 def busy(us: float) -> None:
@@ -225,8 +189,7 @@ def main() -> None:
             async_rates(url, args.tasks, works, args.duration)
         finally:
             if process is not None:
-                process.kill()
-                process.wait()
+                stop_all([process])
 
 
 if __name__ == "__main__":

@@ -23,11 +23,9 @@ of one run are the result, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -36,15 +34,22 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
-
-from bench_proxy import NGINX_UPSTREAM, free_port, gateway_env, wait_port, wrk
-from bench_ratelimit import start_redis
+from bench_proxy import wrk
+from shared import (
+    TICKS_PER_SECOND,
+    cpu_ticks,
+    free_port,
+    gateway_env,
+    nginx_upstream_config,
+    require_tools,
+    start_redis,
+    stop_all,
+    wait_port,
+)
 
 from fastgw.config.units import parse_rate
 from fastgw.testing import GatewayProcess
 
-TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 HIGH = "100000000/min"
 
 CASES = {
@@ -75,8 +80,7 @@ def gateway_config(upstream: int, redis_url: str, limit: dict | None, audit: Pat
 
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, all its threads included."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+    return cpu_ticks(pid) / TICKS_PER_SECOND
 
 
 def metrics(gateway: GatewayProcess) -> str:
@@ -246,15 +250,12 @@ def main() -> int:
     parser.add_argument("--accuracy-duration", type=int, default=5)
     parser.add_argument("--accuracy-rate", default="1000/day")
     args = parser.parse_args()
-    for tool in ("wrk", "nginx", "redis-server"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            sys.exit(f"{tool} is needed (apt-get install -y wrk nginx redis-server)")
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    nginx = require_tools("wrk", "nginx", "redis-server")["nginx"]
     tmp = Path(tempfile.mkdtemp(prefix="fastgw-bench-ratelimit-"))
     upstream_process = redis_process = None
     try:
         upstream = free_port()
-        (tmp / "upstream.conf").write_text(NGINX_UPSTREAM.format(dir=tmp, port=upstream))
+        (tmp / "upstream.conf").write_text(nginx_upstream_config(tmp, upstream))
         upstream_process = subprocess.Popen(
             [nginx, "-p", str(tmp), "-c", str(tmp / "upstream.conf"), "-g", "daemon off;"],
             stdout=subprocess.DEVNULL,
@@ -266,15 +267,7 @@ def main() -> int:
         throughput(args, upstream, redis_url, redis_process.pid, tmp)
         accuracy(args, upstream, redis_url, tmp)
     finally:
-        for process in (upstream_process, redis_process):
-            if process is None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all([p for p in (upstream_process, redis_process) if p is not None])
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -13,11 +13,7 @@ from __future__ import annotations
 import argparse
 import random
 import re
-import sys
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout
 
 from fastgw._core import IMPLEMENTATIONS
 

@@ -1,0 +1,7 @@
+"""``python -m bench [--smoke] [--only NAME,...]``: see ``bench.harness``."""
+
+import sys
+
+from .harness import main
+
+sys.exit(main())
