@@ -3,11 +3,13 @@
 import os
 import sys
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # keep in step with MODULES in src/fastgw/_core/__init__.py
 CORE_MODULES = ["router", "claims", "door", "bucket"]
+# keep in step with REQUEST_PATH there
+REQUEST_PATH = ["exchange", "upstream", "connection"]
 
 
 class OptionalBuildExt(build_ext):
@@ -34,7 +36,10 @@ def extensions():
     except ImportError:
         return []
     return cythonize(
-        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
+        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES]
+        # the request path, compiled from its Python source typed by the .pxd beside it
+        + [Extension(f"fastgw.proxy.{name}", [f"src/fastgw/proxy/{name}.py"])
+           for name in REQUEST_PATH],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )

@@ -1,12 +1,18 @@
 """The compiled hot path, with a pure-Python twin of each module.
 
 Each module NAME exists as ``_NAME_c`` (Cython) and ``_NAME_py`` (Python) with
-the same behaviour. The choice is made here, once: ``FASTGW_NO_EXTENSIONS=1``
-forces the Python twins, and so does a missing compiled module.
+the same behaviour. The modules of the request path (``REQUEST_PATH``) are
+compiled from their own Python source instead, typed by the ``.pxd`` beside
+each: there the twin is the source itself. The choice is made here, once:
+``FASTGW_NO_EXTENSIONS=1`` forces the Python twins, and so does a missing
+compiled module.
 """
 
 import importlib
+import importlib.abc
+import importlib.util
 import os
+import sys
 
 MODULES = ("router", "claims", "door", "bucket", "head")
 
@@ -30,7 +36,34 @@ for _name in MODULES:
     _py, _c = _load(_name)
     CORE[_name] = {"python": _py, **({"compiled": _c} if _c is not None else {})}
 
-COMPILED = all("compiled" in impls for impls in CORE.values())
+#: compiled from their .py by setup.py; under FASTGW_NO_EXTENSIONS the .py is imported
+REQUEST_PATH = ("fastgw.proxy.exchange", "fastgw.proxy.upstream", "fastgw.proxy.connection")
+
+
+class _SourceFirst(importlib.abc.MetaPathFinder):
+    """Imports the request path's modules from their .py even where they are built."""
+
+    def find_spec(self, name, path, target=None):
+        if name not in REQUEST_PATH or not path:
+            return None
+        for entry in path:
+            source = os.path.join(entry, name.rpartition(".")[2] + ".py")
+            if os.path.exists(source):
+                return importlib.util.spec_from_file_location(name, source)
+        return None
+
+
+if NO_EXTENSIONS:
+    sys.meta_path.insert(0, _SourceFirst())
+
+
+def _built(name: str) -> bool:
+    spec = importlib.util.find_spec(name)
+    return spec is not None and not (spec.origin or "").endswith(".py")
+
+
+COMPILED = all("compiled" in impls for impls in CORE.values()) and all(
+    _built(name) for name in REQUEST_PATH)
 
 
 def active(name: str):
@@ -42,4 +75,5 @@ def active(name: str):
 IMPLEMENTATIONS = CORE["router"]
 Router = active("router").Router
 
-__all__ = ["COMPILED", "CORE", "IMPLEMENTATIONS", "MODULES", "NO_EXTENSIONS", "Router", "active"]
+__all__ = ["COMPILED", "CORE", "IMPLEMENTATIONS", "MODULES", "NO_EXTENSIONS", "REQUEST_PATH",
+           "Router", "active"]

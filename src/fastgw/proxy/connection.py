@@ -46,7 +46,10 @@ class Rejected(Exception):
         self.error = error
 
 
-class ClientConnection(asyncio.Protocol):
+class ClientConnection:
+    """An asyncio protocol (by its methods: a compiled class cannot derive from
+    asyncio.Protocol)."""
+
     __slots__ = (
         "_deadline",
         "_head_bytes",
@@ -146,6 +149,9 @@ class ClientConnection(asyncio.Protocol):
             self.active.client_gone()
         self.queue.clear()
         self._next = 0
+
+    def eof_received(self) -> None:
+        return None  # the transport closes itself
 
     def pause_writing(self) -> None:
         self.write_paused = True

@@ -29,7 +29,10 @@ class UpstreamError(Exception):
         self.retryable = retryable
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection:
+    """An asyncio protocol (by its methods: a compiled class cannot derive from
+    asyncio.Protocol)."""
+
     __slots__ = (
         "_completed",
         "_drain_waiter",
@@ -96,6 +99,9 @@ class UpstreamConnection(asyncio.Protocol):
                 exchange.upstream_eof(self)
         else:
             self.pool.forget(self)
+
+    def eof_received(self) -> None:
+        return None  # the transport closes itself
 
     def pause_writing(self) -> None:
         self.write_paused = True
