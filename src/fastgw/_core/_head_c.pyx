@@ -119,10 +119,12 @@ cdef struct Name:
 cdef Name _names[NAMES_MAX]
 cdef int _start[LONGEST + 2]  # names of length n are _names[_start[n]:_start[n + 1]]
 cdef tuple _KEEP
+cdef int _close = -1  # the table indexes of the persistence tokens
+cdef int _keep_alive = -1
 
 
 cdef int _build() except -1:
-    global _KEEP
+    global _KEEP, _close, _keep_alive
     names = sorted(set(REQUEST_SPECIAL) | set(RESPONSE_SPECIAL) | set(_COMMON),
                    key=lambda n: (len(n), n))
     if len(names) > NAMES_MAX:
@@ -134,6 +136,10 @@ cdef int _build() except -1:
         if not 0 < len(name) <= LONGEST or name.lower() != name or not name.isascii():
             raise RuntimeError(f"fastgw._core._head_c: bad table name {name!r}")
         hash(name)  # cached for the set lookups
+        if name == b"close":
+            _close = i
+        elif name == b"keep-alive":
+            _keep_alive = i
         _names[i].text = <const unsigned char*>PyBytes_AS_STRING(name)
         _names[i].obj = <PyObject*>name
         if name in _REQUEST_CODES:
@@ -209,19 +215,14 @@ cdef inline object _lower(PyObject* name, const unsigned char* s, Py_ssize_t n):
     return <object>name
 
 
-cdef inline object _token(const unsigned char* s, Py_ssize_t n):
-    cdef int k = _find(s, n)
-    if k >= 0:
-        return <object>_names[k].obj
-    return _lowered(s, n)
-
-
-cdef set _listed(PyObject* value, set into):
-    """The names in a Connection value, ``t.strip().lower()`` for each comma-separated t."""
-    if into is None:
-        into = set()
+cdef bint _listed(PyObject* value, set into) except -1:
+    """Adds the names in a Connection value, ``t.strip().lower()`` for each
+    comma-separated t, to INTO, or only looks at them when INTO is None;
+    whether one of them is more than close, keep-alive or empty."""
     cdef const unsigned char* s = <const unsigned char*>_data(value)
     cdef Py_ssize_t n = _size(value), start = 0, end, a, b
+    cdef int k
+    cdef bint named = False
     while True:
         end = start
         while end < n and s[end] != c',':
@@ -232,9 +233,17 @@ cdef set _listed(PyObject* value, set into):
             a += 1
         while b > a and _space(s[b - 1]):
             b -= 1
-        into.add(_token(s + a, b - a))
+        k = _find(s + a, b - a)
+        if k >= 0:
+            named = named or (k != _close and k != _keep_alive)
+            if into is not None:
+                into.add(<object>_names[k].obj)
+        else:
+            named = named or b > a
+            if into is not None:
+                into.add(_lowered(s + a, b - a))
         if end == n:
-            return into
+            return named
         start = end + 1
 
 
@@ -352,7 +361,7 @@ cdef RequestHead _request(list raw):
     cdef PyObject* value
     cdef const unsigned char* s
     cdef int k, code
-    cdef bint twice = False
+    cdef bint twice = False, named = False
     for i in range(PyList_GET_SIZE(raw)):
         if not _pair(_list_item(raw, i), &name, &value):
             return None
@@ -376,7 +385,9 @@ cdef RequestHead _request(list raw):
         elif code == Q_LENGTH:
             length = _length(value)
         elif code == Q_CONNECTION:
-            connection = _listed(value, connection)
+            if connection is None:
+                connection = set()
+            named |= _listed(value, connection)
         elif code == Q_FORWARDED:
             forwarded.append(PyUnicode_DecodeLatin1(_data(value), _size(value), NULL))
         elif code == Q_EXPECT:
@@ -402,10 +413,8 @@ cdef RequestHead _request(list raw):
         head.error = MISSING_HOST if hosts == 0 else DUPLICATE_HOST
     elif _size(<PyObject*>host) == 0 or _bad_host(<PyObject*>host):
         head.error = BAD_HOST
-    elif connection:
-        listed = connection - _PERSISTENCE
-        if listed:
-            head.fields = _without(fields, listed)
+    elif named:  # else nothing is left once close and keep-alive are taken out
+        head.fields = _without(fields, connection - _PERSISTENCE)
     return head
 
 
@@ -453,14 +462,16 @@ cdef object _response(list raw, bint upgrade):
             length = _length(value)
         elif upgrade:
             kept.append((<object>_names[k].obj, <object>name, <object>value))
-        elif code == S_CONNECTION:
-            listed = _listed(value, listed)
+        elif code == S_CONNECTION and _listed(value, None):
+            # a field naming no more than close or keep-alive adds nothing that stays
+            if listed is None:
+                listed = set()
+            _listed(value, listed)
     if chunked and length is not None:
         return AMBIGUOUS_FRAMING
-    if listed:
+    if listed is not None:
         listed -= _PERSISTENCE
-        if listed:
-            kept = _without(kept, listed)
+        kept = _without(kept, listed)
     return kept, chunked, length
 
 
