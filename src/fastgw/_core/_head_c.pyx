@@ -197,7 +197,7 @@ cdef inline int _find(const unsigned char* s, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline object _lowered(const unsigned char* s, Py_ssize_t n):
-    """A new lower-cased copy of S (never a shared bytes object)."""
+    """A lower-cased copy of S, written before anything else can see it."""
     cdef object out = PyBytes_FromStringAndSize(NULL, n)
     cdef unsigned char* d = <unsigned char*>PyBytes_AS_STRING(out)
     cdef Py_ssize_t k
