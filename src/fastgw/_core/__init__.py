@@ -10,6 +10,7 @@ compiled module.
 
 import importlib
 import importlib.abc
+import importlib.machinery
 import importlib.util
 import os
 import sys
@@ -58,8 +59,13 @@ if NO_EXTENSIONS:
 
 
 def _built(name: str) -> bool:
-    spec = importlib.util.find_spec(name)
-    return spec is not None and not (spec.origin or "").endswith(".py")
+    """NAME's compiled build is beside its source (found without importing it)."""
+    if NO_EXTENSIONS:
+        return False
+    package = os.path.join(os.path.dirname(os.path.dirname(__file__)), *name.split(".")[1:-1])
+    stem = name.rpartition(".")[2]
+    return any(os.path.exists(os.path.join(package, stem + suffix))
+               for suffix in importlib.machinery.EXTENSION_SUFFIXES)
 
 
 COMPILED = all("compiled" in impls for impls in CORE.values()) and all(
