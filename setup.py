@@ -8,8 +8,12 @@ from setuptools.command.build_ext import build_ext
 
 # keep in step with MODULES in src/fastgw/_core/__init__.py
 CORE_MODULES = ["router", "claims", "door", "bucket", "head"]
-# keep in step with REQUEST_PATH there
-REQUEST_PATH = ["exchange", "upstream", "connection"]
+# keep in step with FROM_SOURCE there: modules compiled from their own .py
+FROM_SOURCE = [
+    "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request", "http/headers",
+    "http/target", "metrics", "upstream/pool", "upstream/service", "ratelimit/policy",
+    "auth/door",
+]
 
 
 class OptionalBuildExt(build_ext):
@@ -35,14 +39,25 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    return cythonize(
-        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES]
-        # the request path, compiled from its Python source typed by the .pxd beside it
-        + [Extension(f"fastgw.proxy.{name}", [f"src/fastgw/proxy/{name}.py"])
-           for name in REQUEST_PATH],
+    core = cythonize(
+        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )
+    # Python source keeps Python's semantics: negative indices, bounds checks,
+    # annotations that are only hints. The .pxd beside a module, where there is
+    # one, is what types its classes.
+    from_source = cythonize(
+        [Extension("fastgw." + name.replace("/", "."), [f"src/fastgw/{name}.py"])
+         for name in FROM_SOURCE],
+        compiler_directives={"language_level": "3", "annotation_typing": False},
+        quiet=True,
+    )
+    return core + from_source
 
 
-setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
+setup(
+    ext_modules=extensions(),
+    cmdclass={"build_ext": OptionalBuildExt},
+    options={"build_ext": {"parallel": os.cpu_count() or 1}},
+)

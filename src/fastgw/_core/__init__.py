@@ -1,9 +1,10 @@
 """The compiled hot path, with a pure-Python twin of each module.
 
 Each module NAME exists as ``_NAME_c`` (Cython) and ``_NAME_py`` (Python) with
-the same behaviour. The modules of the request path (``REQUEST_PATH``) are
-compiled from their own Python source instead, typed by the ``.pxd`` beside
-each: there the twin is the source itself. The choice is made here, once:
+the same behaviour. The other modules a request runs through (``FROM_SOURCE``)
+are compiled from their own Python source instead, the request path's
+classes typed by the ``.pxd`` beside each: there the twin is the source
+itself. The choice is made here, once:
 ``FASTGW_NO_EXTENSIONS=1`` forces the Python twins, and so does a missing
 compiled module.
 """
@@ -38,14 +39,18 @@ for _name in MODULES:
     CORE[_name] = {"python": _py, **({"compiled": _c} if _c is not None else {})}
 
 #: compiled from their .py by setup.py; under FASTGW_NO_EXTENSIONS the .py is imported
-REQUEST_PATH = ("fastgw.proxy.exchange", "fastgw.proxy.upstream", "fastgw.proxy.connection")
+FROM_SOURCE = tuple(f"fastgw.{name}" for name in (
+    "proxy.exchange", "proxy.upstream", "proxy.connection", "http.request", "http.headers",
+    "http.target", "metrics", "upstream.pool", "upstream.service", "ratelimit.policy",
+    "auth.door",
+))
 
 
 class _SourceFirst(importlib.abc.MetaPathFinder):
-    """Imports the request path's modules from their .py even where they are built."""
+    """Imports the FROM_SOURCE modules from their .py even where they are built."""
 
     def find_spec(self, name, path, target=None):
-        if name not in REQUEST_PATH or not path:
+        if name not in FROM_SOURCE or not path:
             return None
         for entry in path:
             source = os.path.join(entry, name.rpartition(".")[2] + ".py")
@@ -69,7 +74,7 @@ def _built(name: str) -> bool:
 
 
 COMPILED = all("compiled" in impls for impls in CORE.values()) and all(
-    _built(name) for name in REQUEST_PATH)
+    _built(name) for name in FROM_SOURCE)
 
 
 def active(name: str):
@@ -81,5 +86,13 @@ def active(name: str):
 IMPLEMENTATIONS = CORE["router"]
 Router = active("router").Router
 
-__all__ = ["COMPILED", "CORE", "IMPLEMENTATIONS", "MODULES", "NO_EXTENSIONS", "REQUEST_PATH",
-           "Router", "active"]
+__all__ = [
+    "COMPILED",
+    "CORE",
+    "FROM_SOURCE",
+    "IMPLEMENTATIONS",
+    "MODULES",
+    "NO_EXTENSIONS",
+    "Router",
+    "active",
+]
