@@ -42,6 +42,7 @@ def error_response(
     error: str | None = None,
     close: bool = False,
     headers: list[tuple[str, str]] | tuple = (),
+    lines: bytes = b"",
     head_only: bool = False,
 ) -> bytes:
     body = orjson.dumps({"error": error or ERRORS.get(code, "error"), "request_id": request_id})
@@ -55,6 +56,7 @@ def error_response(
     ]
     for name, value in headers:
         parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+    parts.append(lines)
     if close:
         parts.append(b"Connection: close\r\n")
     parts.append(b"\r\n")

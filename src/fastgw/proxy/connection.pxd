@@ -1,11 +1,33 @@
 # Compiles connection.py as C: the attributes of a client connection typed.
+cimport cython
+
 from fastgw.proxy.exchange cimport Exchange
 
 
 cdef class ClientConnection:
     cdef public Exchange active, last, reading
-    cdef public object _headers, _timer_kind, _url, client_cert, client_ip, gateway, loop
-    cdef public object parser, queue, scheme, server_uri, transport, tunnel
+    cdef public object _headers, _limits, _timer_kind, _url, client_cert, client_ip, gateway
+    cdef public object loop, parser, queue, scheme, server_uri, transport, tunnel
     cdef public bint _in_head, _running, closing, read_paused, trusted, write_paused
     cdef public double _deadline
     cdef public Py_ssize_t _head_bytes, _header_bytes, _next, _url_len, buffered, requests, tick
+
+    cpdef data_received(self, data)
+    cpdef on_message_begin(self)
+    cpdef on_url(self, url)
+    cpdef on_header(self, name, value)
+    @cython.locals(ex=Exchange)
+    cpdef on_headers_complete(self)
+    @cython.locals(ex=Exchange)
+    cpdef on_body(self, body)
+    @cython.locals(ex=Exchange)
+    cpdef on_message_complete(self)
+    @cython.locals(ex=Exchange)
+    cpdef _run_next(self)
+    cpdef exchange_done(self, Exchange ex)
+    cpdef exchange_finished(self, ex)
+    cpdef body_consumed(self, n)
+    cpdef write(self, data)
+    cpdef close(self)
+    cpdef _arm(self, kind, timeout)
+    cpdef _disarm(self)

@@ -56,6 +56,7 @@ class ClientConnection:
         "_header_bytes",
         "_headers",
         "_in_head",
+        "_limits",
         "_next",
         "_running",
         "_timer_kind",
@@ -111,6 +112,7 @@ class ClientConnection:
         self._headers: list[tuple[bytes, bytes]] | None = None
         self._header_bytes = 0
         self._in_head = False
+        self._limits = None  # of the snapshot the head being parsed is held to
         self._head_bytes = 0
         self.tick = 0  # of the gateway's deadlines this connection is due in; 0 when not
         self._deadline = 0.0
@@ -201,6 +203,7 @@ class ClientConnection:
     # -- parser callbacks ----------------------------------------------------
 
     def on_message_begin(self) -> None:
+        self._limits = self.gateway.snapshot.limits
         self._in_head = True
         self._head_bytes = 0
         self._url = []
@@ -212,14 +215,14 @@ class ClientConnection:
 
     def on_url(self, url: bytes) -> None:
         self._url_len += len(url)
-        if self._url_len > self.gateway.snapshot.limits.max_request_line:
+        if self._url_len > self._limits.max_request_line:
             raise Rejected(414)
         self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if not self._in_head:
             return  # trailer fields of a chunked body are dropped
-        limits = self.gateway.snapshot.limits
+        limits = self._limits
         self._header_bytes += len(name) + len(value) + 4
         self._headers.append((name, value))
         if self._header_bytes > limits.max_header_bytes or len(self._headers) > limits.max_headers:
@@ -369,7 +372,8 @@ class ClientConnection:
         if self.last is ex:
             self.last = None
         if ex.body:
-            self.buffered -= sum(len(c) for c in ex.body)
+            for chunk in ex.body:
+                self.buffered -= len(chunk)
             ex.body.clear()
         if not ex.keep_alive or not ex.body_done or self.gateway.draining:
             self.close()

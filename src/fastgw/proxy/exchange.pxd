@@ -1,4 +1,5 @@
-# Compiles exchange.py as C: the attributes of an exchange typed.
+# Compiles exchange.py as C: the attributes of an exchange typed, and the
+# steps of a request's life called as C methods by the connections.
 cdef class Exchange:
     cdef public object _body_waiter, _head, _instance, _last_error, _tried, body, connection
     cdef public object extra_headers, length, method, out, preset, request, route, snapshot
@@ -7,3 +8,23 @@ cdef class Exchange:
     cdef public bint keep_alive, response_started, until_close, websocket
     cdef public double _attempt_began, started_at
     cdef public Py_ssize_t _attempts, body_bytes, framing, response_bytes, status
+
+    cpdef start(self)
+    cpdef _check(self, Py_ssize_t i)
+    cpdef _attempt(self)
+    cpdef _send(self, conn)
+    cpdef _resolve(self, outcome)
+    cpdef _attempt_done(self)
+    cpdef _attempt_over(self, outcome, conn)
+    cpdef _give_up(self, error)
+    cpdef finish(self)
+    cpdef client_gone(self)
+    cpdef wake_body(self)
+    cpdef respond_error(self, status, error=*, headers=*)
+    cpdef send_continue(self)
+    cpdef upstream_head(self, status, kept, chunked, length)
+    cpdef upstream_body(self, chunk)
+    cpdef upstream_complete(self, conn)
+    cpdef flush(self)
+    cpdef upstream_eof(self, conn)
+    cpdef upstream_failed(self, error, conn)

@@ -120,7 +120,7 @@ class Exchange:
         self.has_body = has_body
         self.expect_continue = expect_continue
         self.websocket = websocket
-        self.extra_headers: tuple[tuple[str, str], ...] = ()
+        self.extra_headers = b""  # header lines every answer carries (RateLimit-*)
         self.body: deque[bytes] | None = deque() if has_body else None
         self.body_bytes = 0
         self.body_done = not has_body
@@ -429,14 +429,13 @@ class Exchange:
             self.keep_alive = False
         request = self.request
         request_id = request.request_id if request else self.connection.new_request_id()
-        if self.extra_headers and status != 429:
-            headers = (*headers, *self.extra_headers)
         data = error_response(
             status,
             request_id,
             error=error,
             close=not self.keep_alive,
             headers=headers,
+            lines=self.extra_headers if status != 429 else b"",
             head_only=self.method == "HEAD",
         )
         self.response_bytes += len(data)
@@ -469,15 +468,12 @@ class Exchange:
             self.keep_alive = False
         request = self.request
         route = self.route
-        if route.response_filters or self.extra_headers:
+        if route.response_filters:
             view = Headers.from_raw(kept)
             for f in route.response_filters:
                 f.on_response(request, view)
-            for name, value in self.extra_headers:
-                view.add(name, value)
-            out = [status_line(status), view.encode()]
-        else:
-            out = [status_line(status), encode_fields(kept)]
+            kept = view.fields
+        out = [status_line(status), encode_fields(kept), self.extra_headers]
         self.until_close = length is None and not chunked
         if status == 101:
             self.framing = NONE

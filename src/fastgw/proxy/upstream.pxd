@@ -1,4 +1,6 @@
 # Compiles upstream.py as C: the attributes of an upstream connection typed.
+cimport cython
+
 from fastgw.proxy.exchange cimport Exchange
 
 
@@ -7,3 +9,18 @@ cdef class UpstreamConnection:
     cdef public object _drain_waiter, _headers, _timer, loop, parser, pool, transport, tunnel
     cdef public bint _response_head_seen, closed, request_sent, reusable, write_paused
     cdef public double _timeout, idle_since, last_read
+
+    @cython.locals(exchange=Exchange, completed=Exchange)
+    cpdef data_received(self, data)
+    cpdef begin(self, exchange)
+    cpdef request_complete(self, response_timeout)
+    @cython.locals(exchange=Exchange)
+    cpdef _fail(self, error)
+    cpdef abandon(self)
+    cpdef on_header(self, name, value)
+    @cython.locals(exchange=Exchange)
+    cpdef on_headers_complete(self)
+    @cython.locals(exchange=Exchange)
+    cpdef on_body(self, body)
+    cpdef on_message_complete(self)
+    cpdef _finish(self, reusable)

@@ -86,6 +86,12 @@ def key_function(kind: str, trusted_proxies):
     raise ValueError(f"unknown rate-limit key {kind!r}")
 
 
+def rate_lines(decision) -> bytes:
+    """The RateLimit-* fields of an allowed response, as header lines."""
+    return b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
+        decision.limit.count, decision.remaining, decision.reset)
+
+
 def rate_headers(decision) -> tuple[tuple[str, str], ...]:
     return (
         ("RateLimit-Limit", str(decision.limit.count)),
@@ -135,7 +141,7 @@ class RateLimiter:
                     return self.reject(ex, decision, kinds)
             if shared:
                 return after_redis(ex, decision)
-            ex.extra_headers = rate_headers(decision)
+            ex.extra_headers = rate_lines(decision)
             return None
 
         async def after_redis(ex, local_decision):
@@ -145,7 +151,7 @@ class RateLimiter:
                 return self.reject(ex, decision, kinds)
             if local_decision is not None and local_decision.remaining < decision.remaining:
                 decision = local_decision
-            ex.extra_headers = rate_headers(decision)
+            ex.extra_headers = rate_lines(decision)
             return None
 
         return rate_limit
