@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import ipaddress
 import logging
 import os
@@ -350,6 +351,10 @@ class Gateway:
             host, port = listening.address
             log.info("listening on %s://%s:%d", listening.scheme, host, port)
         self.listening_ready = True
+        # What starting made (config, snapshot, key sets, tables) lives as long as
+        # the gateway: the collector need not walk it again on every full pass.
+        gc.collect()
+        gc.freeze()
         if self.metrics_dir is not None:
             self._publisher = self.loop.create_task(self._publish_metrics())
 
