@@ -7,7 +7,7 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 # keep in step with MODULES in src/fastgw/_core/__init__.py
-CORE_MODULES = ["router", "claims", "door", "bucket"]
+CORE_MODULES = ["router", "claims", "door", "bucket", "jws"]
 
 
 class OptionalBuildExt(build_ext):

@@ -8,7 +8,7 @@ forces the Python twins, and so does a missing compiled module.
 import importlib
 import os
 
-MODULES = ("router", "claims", "door", "bucket")
+MODULES = ("router", "claims", "door", "bucket", "jws")
 
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 
