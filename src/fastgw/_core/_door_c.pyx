@@ -142,6 +142,12 @@ cdef class TokenCache:
         (<CachedToken>item).used = True
         return <CachedToken>item
 
+    def peek(self, bytes token not None):
+        cdef PyObject* item = PyDict_GetItem(self.entries, token)
+        if item == NULL:
+            return None
+        return <CachedToken>item
+
     def put(self, bytes token not None, CachedToken entry not None):
         cdef CachedToken old
         if not self.size:
