@@ -397,3 +397,18 @@ def test_a_new_token_is_admitted_and_cached_unused():
     assert authenticator.authenticate(SimpleNamespace(request=again)) is None
     assert cached.used and again.identity is req.identity
     assert again.headers.fields[-2:] == req.headers.fields[-2:]
+
+
+@pytest.mark.skipif("compiled" not in IMPLEMENTATIONS, reason="compiled core not built")
+def test_compiled_entry_leaves_its_verdict_out_of_the_cyclic_collector():
+    import gc
+
+    compiled = IMPLEMENTATIONS["compiled"]
+    cached = entry(compiled)
+    assert not gc.is_tracked(cached.result) and gc.is_tracked(cached)
+    gc.collect()
+    assert cached.result.claims["sub"] == "alice"
+    # anything but a plain named tuple is left as it is
+    verdict = SimpleNamespace(claims={"exp": NOW})
+    compiled.CachedToken(verdict, provider(), "key", "RS256", "keyset")
+    assert gc.is_tracked(verdict)

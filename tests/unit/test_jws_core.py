@@ -386,3 +386,18 @@ def test_float_reading_never_differs():
             with pytest.raises(AssertionError):
                 core.json_object(data, never)
     assert math.isfinite(strict_object(b'{"f":1e308}')["f"])
+
+
+@needs_compiled
+def test_compiled_claims_are_left_out_of_the_cyclic_collector():
+    import gc
+
+    compiled = IMPLEMENTATIONS["compiled"]
+    value = compiled.json_object(b'{"a":[1,{"b":[]}],"c":{}}', never)
+    assert not any(gc.is_tracked(v) for v in (value, value["a"], value["a"][1], value["c"]))
+    gc.collect()
+    assert value == {"a": [1, {"b": []}], "c": {}}
+    value["d"] = [value]  # a container put in a dict makes it tracked again
+    assert gc.is_tracked(value)
+    # what the parser of record builds is left as it is
+    assert gc.is_tracked(compiled.json_object(b'{"a":[],"f":1.5}', strict_object))

@@ -9,6 +9,14 @@ from cpython.object cimport PyObject
 from libc.string cimport memcmp
 
 
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        Py_ssize_t tp_dictoffset
+    PyTypeObject* Py_TYPE(PyObject* value)
+    int PyTuple_Check(PyObject* value)
+    void PyObject_GC_UnTrack(void* value)
+
+
 cdef enum:
     C_OK = 0
     C_MISSING_TOKEN = 1
@@ -99,6 +107,11 @@ cdef class CachedToken:
     def __init__(self, result, provider, key, str alg, keyset):
         cdef dict claims = result.claims
         cdef double leeway = float(provider.leeway)
+        if PyTuple_Check(<PyObject*>result) and Py_TYPE(<PyObject*>result).tp_dictoffset == 0:
+            # The verdict, a named tuple of a code, the claims and strings, lives
+            # as long as the entry: no cycle runs through it, so the cyclic
+            # collector need not walk it on every full collection.
+            PyObject_GC_UnTrack(<PyObject*>result)
         self.result = result
         self.claims = claims
         self.provider = provider
