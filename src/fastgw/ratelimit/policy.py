@@ -86,11 +86,16 @@ def key_function(kind: str, trusted_proxies):
     raise ValueError(f"unknown rate-limit key {kind!r}")
 
 
+#: the text of small counts, made once: most header values are one of them
+_NUMBERS = tuple(str(n) for n in range(1024))
+
+
 def rate_headers(decision) -> tuple[tuple[str, str], ...]:
+    count, remaining, reset = decision.limit.count, decision.remaining, decision.reset
     return (
-        ("RateLimit-Limit", str(decision.limit.count)),
-        ("RateLimit-Remaining", str(decision.remaining)),
-        ("RateLimit-Reset", str(decision.reset)),
+        ("RateLimit-Limit", _NUMBERS[count] if 0 <= count < 1024 else str(count)),
+        ("RateLimit-Remaining", _NUMBERS[remaining] if 0 <= remaining < 1024 else str(remaining)),
+        ("RateLimit-Reset", _NUMBERS[reset] if 0 <= reset < 1024 else str(reset)),
     )
 
 
@@ -117,22 +122,42 @@ class RateLimiter:
             # a serving gateway always has one when any limit is store: redis.
             shared = []
 
+        local, shared = tuple(local), tuple(shared)
+        decide = buckets.decide if local and buckets is not None else None
+
         def keyed(entries, request):
-            checks, kinds = [], {}
+            checks, kinds = [], []
             for limit, key_of in entries:
                 kind, key = key_of(request)
                 checks.append((limit, f"{kind}={key}"))
-                kinds[limit.name] = kind
+                kinds.append(kind)
             return checks, kinds
+
+        def kinds_of(entries, kinds) -> dict[str, str]:
+            return {limit.name: kind for (limit, _), kind in zip(entries, kinds, strict=True)}
+
+        if len(local) == 1 and not shared:
+            # The usual route: one local limit, one bucket, no lists.
+            ((limit, key_of),) = local
+
+            def rate_limit_one(ex):
+                kind, key = key_of(ex.request)
+                decision = decide(((limit, f"{kind}={key}"),))
+                if not decision.allowed:
+                    return self.reject(ex, decision, {limit.name: kind})
+                ex.extra_headers = rate_headers(decision)
+                return None
+
+            return rate_limit_one
 
         def rate_limit(ex):
             request = ex.request
             decision = None
             if local:
                 checks, kinds = keyed(local, request)
-                decision = buckets.decide(checks)
+                decision = decide(checks)
                 if not decision.allowed:
-                    return self.reject(ex, decision, kinds)
+                    return self.reject(ex, decision, kinds_of(local, kinds))
             if shared:
                 return after_redis(ex, decision)
             ex.extra_headers = rate_headers(decision)
@@ -142,7 +167,7 @@ class RateLimiter:
             checks, kinds = keyed(shared, ex.request)
             decision = await redis.decide(checks)
             if not decision.allowed:
-                return self.reject(ex, decision, kinds)
+                return self.reject(ex, decision, kinds_of(shared, kinds))
             if local_decision is not None and local_decision.remaining < decision.remaining:
                 decision = local_decision
             ex.extra_headers = rate_headers(decision)
