@@ -4,7 +4,7 @@ bytes and the whole cached path in one C call. See ``_door_py`` for the rules.""
 from collections import OrderedDict
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Size
 from cpython.object cimport PyObject
 from libc.string cimport memcmp
 
@@ -140,10 +140,12 @@ cdef class CachedToken:
 cdef class TokenCache:
     cdef readonly object entries
     cdef readonly Py_ssize_t size
+    cdef object _popitem
 
     def __init__(self, Py_ssize_t size):
         self.entries = OrderedDict()
         self.size = max(0, size)
+        self._popitem = self.entries.popitem
 
     def __len__(self):
         return len(self.entries)
@@ -166,9 +168,12 @@ cdef class TokenCache:
         if not self.size:
             return
         entries = self.entries
-        entries.pop(token, None)
-        while len(entries) >= self.size:
-            oldest, old = entries.popitem(last=False)
+        # An OrderedDict keeps its entries in its dict: membership is a dict lookup.
+        if PyDict_Contains(entries, token):
+            del entries[token]
+        popitem = self._popitem
+        while PyDict_Size(entries) >= self.size:
+            oldest, old = popitem(False)  # the oldest
             if old.used:  # a second chance, at the back
                 old.used = False
                 entries[oldest] = old
