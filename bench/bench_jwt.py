@@ -4,9 +4,11 @@ For each algorithm a token is verified with the cache off (strict parse, key
 lookup, signature, claim checks: what a token costs the first time) and with
 the cache on (the claim re-check and key-set identity check of a hit). PyJWT's
 ``jwt.decode`` on the same token is the baseline. A second table splits the
-first-sight cost: parsing (the strict stdlib JSON parse with the duplicate-name
-hook against plain ``json.loads`` and orjson, which cannot report duplicates),
-and the claim and scope checks of both core implementations.
+first-sight cost: parsing (the core's JSON fast path, orjson vouched for by
+the core, against the parser of record it falls back to, the stdlib parse with
+the duplicate-name hook, and against plain ``json.loads`` and orjson, which
+cannot report duplicates), and the claim and scope checks of both core
+implementations.
 
 The breakdown follows one first verification under the load where every
 request brings a token never seen before, part by part, in µs: the cache is
@@ -15,7 +17,9 @@ live buckets (every new subject recycles one), and each part runs over
 thousands of distinct tokens. It is printed for RS256 and ES256 with the
 compiled core and with its Python twins (a child process with
 ``FASTGW_NO_EXTENSIONS=1``), with the sum of the parts beside the signature
-alone and a whole first verification timed end to end.
+alone, a whole first verification timed end to end (the door's
+``authenticate`` and the route's rate-limit check, as the gateway calls them),
+and ``cryptography``'s verify on its own as the floor.
 
     python bench/bench_jwt.py [--rounds 5] [--tokens 12000] [--no-breakdown]
 """
