@@ -160,8 +160,8 @@ cdef Py_ssize_t _entries(PyObject* value) noexcept:
     return count
 
 
-cdef inline bint _blank(unsigned char c) noexcept:
-    return c == 32 or c == 9 or c == 10 or c == 13
+cdef inline bint _invisible(unsigned char c) noexcept:
+    return c <= 0x20 or c >= 0x7F
 
 
 cdef bint _vouch(bytes data, object value) noexcept:
@@ -173,7 +173,7 @@ cdef bint _vouch(bytes data, object value) noexcept:
         c = s[i]
         if c == c'"':
             j = i + 1
-            while j < n and _blank(s[j]):
+            while j < n and _invisible(s[j]):
                 j += 1
             if j < n and s[j] == c':':
                 names += 1

@@ -18,10 +18,11 @@ about everything but three things it lets through or reads otherwise:
 - duplicate names (orjson keeps the last one). Every name in a JSON text is
   a string closed by a quote that only whitespace separates from a colon,
   and no other quote is followed so outside a string; so the quotes followed
-  by whitespace and a colon in DATA are at least as many as its names, and
-  as many when no string holds one. When that count equals the number of
-  entries of every object orjson built, no object can have lost one to a
-  duplicate;
+  by a colon, with nothing but bytes outside visible ASCII between (a set
+  that holds JSON's whitespace, whatever a parser takes for it), are at
+  least as many as the names, and as many when no string holds one. When
+  that count equals the number of entries of every object orjson built, no
+  object can have lost one to a duplicate;
 - integers beyond 64 bits, which orjson reads as floats: any float in the
   value sends DATA to ``strict``, so numbers are always what ``int()`` of
   the text gives;
@@ -62,7 +63,7 @@ _ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _TO_STANDARD = bytes.maketrans(b"-_", b"+/")
 _LAST_OF_2 = frozenset(b"AQgw")
 _LAST_OF_3 = frozenset(b"AEIMQUYcgkosw048")
-_WHITESPACE = b" \t\n\r"
+_INVISIBLE = bytes([*range(0x21), *range(0x7F, 0x100)])
 _NESTED = frozenset({"jwt", "application/jwt"})
 
 
@@ -126,7 +127,7 @@ def _entries(value: dict) -> int:
 
 
 def _names_at_most(data: bytes) -> int:
-    return data.translate(None, _WHITESPACE).count(b'":')
+    return data.translate(None, _INVISIBLE).count(b'":')
 
 
 def json_object(data: bytes, strict) -> dict | None:
