@@ -23,9 +23,11 @@ therefore answers what a fresh verification would. Only successes are
 cached: a cache of failures would be filled by whoever sends the most junk.
 
 Claims dicts are shared between the requests that present the same token;
-callers treat them as read-only. On a failure, ``iss`` and ``kid`` are what
-the token claimed (for the audit record); ``sub`` and ``claims`` are set only
-once the signature has verified.
+callers treat them as read-only (the compiled core leaves JSON trees and
+cached verdicts out of the cyclic collector, since they hold no cycles). On
+a failure, ``iss`` and ``kid`` are what the token claimed (for the audit
+record); ``sub`` and ``claims`` are set only once the signature has
+verified.
 """
 
 from __future__ import annotations
