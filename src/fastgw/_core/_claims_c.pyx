@@ -9,7 +9,7 @@ from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.list cimport PyList_CheckExact
 from cpython.long cimport PyLong_CheckExact
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_AsASCIIString, PyUnicode_CheckExact
 from libc.math cimport isfinite
 
 
@@ -143,7 +143,7 @@ cdef bytes _header_value(str text, bint space):
         if not _safe(c, space):
             break
     else:
-        return text.encode("ascii")
+        return PyUnicode_AsASCIIString(text)
     cdef bytes raw = text.encode("utf-8")
     cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(raw)
     cdef Py_ssize_t n = len(raw), i, j = 0
