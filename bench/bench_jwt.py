@@ -226,7 +226,7 @@ def main():
     print(f"{'step':<44} {'µs':>8}")
     rows = [
         ("jws.parse (strict, whole token)", lambda: parse(token)),
-        ("claims: the core's json_object (orjson, vouched for)",
+        ("claims: core json_object (orjson, vouched)",
          lambda: active("jws").json_object(claims_bytes, jws.strict_object)),
         ("claims: strict_object, the parser of record", lambda: jws.strict_object(claims_bytes)),
         (
