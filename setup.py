@@ -7,7 +7,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # keep in step with MODULES in src/fastgw/_core/__init__.py
-CORE_MODULES = ["router", "claims", "door", "bucket", "head"]
+CORE_MODULES = ["router", "claims", "door", "bucket", "head", "jws"]
 # keep in step with FROM_SOURCE there: modules compiled from their own .py
 FROM_SOURCE = [
     "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request", "http/headers",

@@ -222,3 +222,89 @@ def test_implementations_agree(claims, now, leeway, audiences):
         claims, now, leeway, ISS, audiences
     )
     assert python.scopes_of(claims) == compiled.scopes_of(claims)
+
+
+# -- identity header fields ------------------------------------------------------------------
+
+SUBJECT = (b"x-auth-subject", b"X-Auth-Subject")
+SCOPES = (b"x-auth-scopes", b"X-Auth-Scopes")
+
+
+def test_identity(claims_module):
+    scopes, fields = claims_module.identity("alice", {"scope": "write read  read"})
+    assert scopes == {"read", "write"}
+    assert fields == ((*SUBJECT, b"alice"), (*SCOPES, b"read write"))
+    identity = claims_module.identity
+    assert identity(None, {"scp": ["b", "a", 1]}) == ({"a", "b"}, ((*SCOPES, b"a b"),))
+    assert identity("bob", {"scp": "x"}) == ({"x"}, ((*SUBJECT, b"bob"), (*SCOPES, b"x")))
+    assert claims_module.identity("bob", {}) == (frozenset(), ((*SUBJECT, b"bob"),))
+    assert claims_module.identity(None, {"scope": ["a"], "scp": ["b"]}) == (frozenset(), ())
+    assert claims_module.identity("", {"scope": ""}) == (frozenset(), ((*SUBJECT, b""),))
+
+
+@pytest.mark.parametrize(
+    ("text", "subject", "scope"),
+    [
+        ("alice", b"alice", b"alice"),
+        ("a b", b"a b", b"a%20b"),
+        (" a  b ", b" a  b ", b"%20a%20%20b%20"),
+        ("50%", b"50%25", b"50%25"),
+        ("x\r\nX-Admin: 1", b"x%0D%0AX-Admin: 1", b"x%0D%0AX-Admin:%201"),
+        ("Zoë ✓", b"Zo%C3%AB %E2%9C%93", b"Zo%C3%AB%20%E2%9C%93"),
+        ("\x00\x7f~!", b"%00%7F~!", b"%00%7F~!"),
+        ("", b"", b""),
+    ],
+)
+def test_header_values(claims_module, text, subject, scope):
+    assert claims_module.header_value(text, True) == subject
+    assert claims_module.header_value(text, False) == scope
+
+
+def test_scope_texts_are_kept_and_bounded(claims_module):
+    first = claims_module.identity("a", {"scope": "kept once"})[0]
+    assert claims_module.identity("b", {"scope": "kept once"})[0] is first
+    for i in range(claims_module.SCOPE_TEXTS_KEPT * 2 + 1):
+        scopes, fields = claims_module.identity("a", {"scope": f"s{i} t"})
+        assert scopes == {f"s{i}", "t"} and fields[1] == (*SCOPES, b"s%d t" % i)
+
+
+def _reference_identity(sub, claims):
+    """The identity fields as written before the core wrote them: urllib's quote."""
+    from urllib.parse import quote
+
+    token_safe = "".join(chr(c) for c in range(0x21, 0x7F) if c != 0x25)
+    python = IMPLEMENTATIONS["python"]
+    fields = []
+    if sub is not None:
+        fields.append((*SUBJECT, quote(sub, safe=token_safe + " ").encode("ascii")))
+    scopes = python.scopes_of(claims)
+    if scopes:
+        value = " ".join(sorted(quote(s, safe=token_safe) for s in scopes))
+        fields.append((*SCOPES, value.encode("ascii")))
+    return scopes, tuple(fields)
+
+
+no_surrogates = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
+scope_values = st.one_of(
+    no_surrogates,
+    st.lists(st.one_of(no_surrogates, st.integers()), max_size=4),
+    st.integers(),
+    st.none(),
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(
+    sub=st.one_of(st.none(), no_surrogates),
+    claims=st.dictionaries(st.sampled_from(["scope", "scp", "sub"]), scope_values, max_size=3),
+)
+def test_identity_agrees_with_the_reference(sub, claims):
+    expected = _reference_identity(sub, claims)
+    for claims_module in IMPLEMENTATIONS.values():
+        assert claims_module.identity(sub, claims) == expected
+
+
+@pytest.mark.parametrize("space", [True, False])
+def test_header_value_refuses_lone_surrogates(claims_module, space):
+    with pytest.raises(UnicodeEncodeError):
+        claims_module.header_value("a\udc80", space)

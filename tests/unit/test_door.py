@@ -332,3 +332,83 @@ def test_fresh_agrees_with_the_claim_checks(exp, nbf, iat, leeway, now):
     for name, door in IMPLEMENTATIONS.items():
         cached = entry(door, leeway=leeway, **claims)
         assert cached.fresh(now) is expected.get(name, expected["python"])
+
+
+def test_peek_does_not_mark(door):
+    cache = door.TokenCache(2)
+    one, two, three = entry(door), entry(door), entry(door)
+    cache.put(b"a", one)
+    cache.put(b"b", two)
+    assert cache.peek(b"a") is one and not one.used
+    assert cache.peek(b"x") is None
+    cache.put(b"c", three)  # a is the oldest and unused: it goes
+    assert cache.peek(b"a") is None and cache.peek(b"b") is two
+
+
+def test_tokens_seen_once_are_evicted_in_order(door):
+    # the request that verified a token reads its entry with peek: under a load of
+    # tokens each seen once, every eviction takes the oldest at once
+    cache = door.TokenCache(100)
+    for i in range(1000):
+        name = b"%d" % i
+        cache.put(name, entry(door))
+        assert cache.peek(name) is not None
+        assert next(iter(cache.entries)) == b"%d" % max(0, i - 99)
+
+
+def _hs256(claims: dict) -> bytes:
+    import base64
+    import hmac
+    import json
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing_input = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(claims).encode())
+    return signing_input + b"." + b64(hmac.digest(SECRET.encode(), signing_input, "sha256"))
+
+
+SECRET = "door-secret-door-secret-door-secret!"
+
+
+def test_a_new_token_is_admitted_and_cached_unused():
+    import time
+
+    from fastgw.config.model import Provider
+
+    provider = Provider(name="corp", issuer=ISS, algorithms=("HS256",), secret=SECRET)
+    authenticator = Authenticator(Auth(providers=(provider,)), metrics=Metrics(),
+                                  audit=_CapturedAudit())
+    token = _hs256({"iss": ISS, "sub": "Zoë\r\n", "exp": time.time() + 300,
+                    "scope": "write read"})
+    req = request(("Authorization", b"Bearer " + token))
+    ex = SimpleNamespace(request=req)
+    assert authenticator.authenticate(ex) is None
+    assert req.identity.sub == "Zoë\r\n" and req.claims["scope"] == "write read"
+    assert req.scopes == {"read", "write"}
+    assert req.headers.fields[-2:] == [
+        (b"x-auth-subject", b"X-Auth-Subject", b"Zo%C3%AB%0D%0A"),
+        (b"x-auth-scopes", b"X-Auth-Scopes", b"read write"),
+    ]
+    cached = authenticator.verifier.cache.peek(token)
+    assert cached is not None and not cached.used
+    assert cached.scopes is req.scopes and cached.fields == tuple(req.headers.fields[-2:])
+    again = request(("Authorization", b"Bearer " + token))
+    assert authenticator.authenticate(SimpleNamespace(request=again)) is None
+    assert cached.used and again.identity is req.identity
+    assert again.headers.fields[-2:] == req.headers.fields[-2:]
+
+
+@pytest.mark.skipif("compiled" not in IMPLEMENTATIONS, reason="compiled core not built")
+def test_compiled_entry_leaves_its_verdict_out_of_the_cyclic_collector():
+    import gc
+
+    compiled = IMPLEMENTATIONS["compiled"]
+    cached = entry(compiled)
+    assert not gc.is_tracked(cached.result) and gc.is_tracked(cached)
+    gc.collect()
+    assert cached.result.claims["sub"] == "alice"
+    # anything but a plain named tuple is left as it is
+    verdict = SimpleNamespace(claims={"exp": NOW})
+    compiled.CachedToken(verdict, provider(), "key", "RS256", "keyset")
+    assert gc.is_tracked(verdict)

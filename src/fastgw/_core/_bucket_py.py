@@ -197,7 +197,7 @@ class Table:
             raise ValueError("the table is closed")
         limits, fps, sets = _fingerprints(checks, self.mask)
         now = monotonic_ns() if now_ns is None else now_ns
-        order = sorted(set(sets))
+        order = sets if len(sets) == 1 else sorted(set(sets))
         fd = self._lockfd
         with self._mutex:
             for s in order:
@@ -210,8 +210,12 @@ class Table:
         return report(limits, ok, remaining, reset, retry)
 
     def _apply(self, limits, fps, sets, now):
+        # Each set is read once, as a list; only the slots this call claims or
+        # updates are written, so the lists stay true for every other slot.
         slots = self._slots
+        span = WAYS * 2
         n = len(limits)
+        rows = []
         found = [-1] * n
         news = [0] * n
         remaining = [0] * n
@@ -221,12 +225,14 @@ class Table:
         for i in range(n):
             fp = fps[i]
             tat = 0
-            base = sets[i] * WAYS * 2
-            for j in range(base, base + WAYS * 2, 2):
-                if slots[j] == fp:
-                    found[i] = j
-                    tat = slots[j + 1]
-                    break
+            base = sets[i] * span
+            row = slots[base : base + span].tolist()
+            rows.append(row)
+            marks = row[0::2]
+            if fp in marks:
+                way = 2 * marks.index(fp)
+                found[i] = base + way
+                tat = row[way + 1]
             limit = limits[i]
             allowed, news[i], remaining[i], reset[i], retry[i] = gcra(
                 tat, now, limit.interval, limit.tolerance
@@ -242,10 +248,18 @@ class Table:
                             j = found[m]
                             break
                     else:
-                        base = sets[i] * WAYS * 2
-                        for k in range(base, base + WAYS * 2, 2):
-                            if k not in touched and (j < 0 or slots[k + 1] < slots[j + 1]):
-                                j = k
+                        base = sets[i] * span
+                        tats = rows[i][1::2]
+                        if not touched:  # the first untouched slot with the lowest TAT
+                            j = base + 2 * tats.index(min(tats))
+                        else:
+                            best = -1
+                            for way in range(WAYS):
+                                if base + 2 * way not in touched and (
+                                    best < 0 or tats[way] < tats[best]
+                                ):
+                                    best = way
+                            j = base + 2 * best
                         slots[j] = fps[i]
                         touched.append(j)
                     found[i] = j

@@ -1,12 +1,15 @@
 """Compiled twin of ``_claims_py``: the same checks in the same order on C
-doubles and borrowed dict lookups. See ``_claims_py`` for the rules."""
+doubles and borrowed dict lookups, and the identity header values written
+in one pass. See ``_claims_py`` for the rules."""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 
 from cpython.dict cimport PyDict_GetItem
 from cpython.float cimport PyFloat_AS_DOUBLE, PyFloat_CheckExact
 from cpython.list cimport PyList_CheckExact
 from cpython.long cimport PyLong_CheckExact
 from cpython.object cimport PyObject
-from cpython.unicode cimport PyUnicode_CheckExact
+from cpython.unicode cimport PyUnicode_AsASCIIString, PyUnicode_CheckExact
 from libc.math cimport isfinite
 
 
@@ -117,3 +120,94 @@ def check_claims(dict claims not None, double now, double leeway, str issuer not
 
 def scopes_of(dict claims not None):
     return scopes(claims)
+
+
+# -- identity header fields -------------------------------------------------------------------
+
+SCOPE_TEXTS_KEPT = 1024
+
+cdef Py_ssize_t _SCOPE_TEXTS_KEPT = SCOPE_TEXTS_KEPT
+cdef bytes _SUBJECT_LOWER = b"x-auth-subject", _SUBJECT_NAME = b"X-Auth-Subject"
+cdef bytes _SCOPES_LOWER = b"x-auth-scopes", _SCOPES_NAME = b"X-Auth-Scopes"
+cdef dict _scope_texts = {}
+cdef bytes _HEX = b"0123456789ABCDEF"
+
+
+cdef inline bint _safe(Py_UCS4 c, bint space) noexcept:
+    return (0x21 <= c <= 0x7E and c != 0x25) or (space and c == 0x20)
+
+
+cdef bytes _header_value(str text, bint space):
+    cdef Py_UCS4 c
+    for c in text:
+        if not _safe(c, space):
+            break
+    else:
+        return PyUnicode_AsASCIIString(text)
+    cdef bytes raw = text.encode("utf-8")
+    cdef const unsigned char* s = <const unsigned char*>PyBytes_AS_STRING(raw)
+    cdef Py_ssize_t n = len(raw), i, j = 0
+    cdef const char* hex_digits = PyBytes_AS_STRING(_HEX)
+    for i in range(n):
+        if not _safe(s[i], space):
+            j += 2
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, n + j)
+    cdef char* o = PyBytes_AS_STRING(out)
+    j = 0
+    for i in range(n):
+        if _safe(s[i], space):
+            o[j] = <char>s[i]
+            j += 1
+        else:
+            o[j] = c'%'
+            o[j + 1] = hex_digits[s[i] >> 4]
+            o[j + 2] = hex_digits[s[i] & 15]
+            j += 3
+    return out
+
+
+def header_value(str text not None, bint space):
+    return _header_value(text, space)
+
+
+cdef tuple _granted(frozenset scopes):
+    if not scopes:
+        return (scopes, None)
+    cdef list values = [_header_value(scope, False) for scope in scopes]
+    values.sort()
+    return (scopes, (_SCOPES_LOWER, _SCOPES_NAME, b" ".join(values)))
+
+
+cdef tuple _granted_text(str text):
+    cdef PyObject* known = PyDict_GetItem(_scope_texts, text)
+    if known != NULL:
+        return <tuple>known
+    if len(_scope_texts) >= _SCOPE_TEXTS_KEPT:
+        _scope_texts.clear()
+    granted = _granted(frozenset([word for word in text.split(" ") if word]))
+    _scope_texts[text] = granted
+    return granted
+
+
+def identity(sub, dict claims not None):
+    cdef PyObject* item = PyDict_GetItem(claims, "scope")
+    cdef object value
+    cdef tuple granted
+    if item == NULL:
+        item = PyDict_GetItem(claims, "scp")
+    if item == NULL:
+        granted = (_NO_SCOPES, None)
+    else:
+        value = <object>item
+        if PyUnicode_CheckExact(value):
+            granted = _granted_text(<str>value)
+        elif PyList_CheckExact(value) and PyDict_GetItem(claims, "scope") == NULL:
+            granted = _granted(frozenset([entry for entry in <list>value
+                                          if PyUnicode_CheckExact(entry)]))
+        else:
+            granted = (_NO_SCOPES, None)
+    field = granted[1]
+    if sub is None:
+        return granted[0], (field,) if field is not None else ()
+    subject = (_SUBJECT_LOWER, _SUBJECT_NAME, _header_value(<str?>sub, True))
+    return granted[0], (subject, field) if field is not None else (subject,)

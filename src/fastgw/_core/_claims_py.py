@@ -23,9 +23,22 @@ else from ``scp`` (array of strings, or space-separated text); other types
 grant nothing. Names are compared exactly: a token scope ``SCOPE_x`` is
 ``SCOPE_x`` (the prefix is Spring's way of writing a *required* scope, which
 ``RequireScopes`` strips).
+
+``identity(sub, claims)`` is what a verified token puts on the request: its
+scopes, and its ``X-Auth-Subject`` and ``X-Auth-Scopes`` header fields, raw
+``(lower-cased name, name, value)`` bytes triples. A value carries visible
+ASCII but ``%`` as it is, and the subject also its spaces; anything else
+(controls, line breaks, non-ASCII, ``%``) is percent-encoded as UTF-8, so a
+claim can never start a header line of its own and the upstream can decode
+it exactly; the scopes are sorted as written. What a ``scope`` text grants
+and writes is kept by text, since tokens of one client carry the same one:
+at most ``SCOPE_TEXTS_KEPT`` texts, forgotten all at once when full.
 """
 
 from __future__ import annotations
+
+import re
+from urllib.parse import quote
 
 OK = 0
 MALFORMED_TOKEN = 2
@@ -111,3 +124,59 @@ def scopes_of(claims: dict) -> frozenset[str]:
     if type(scope) is str:
         return frozenset(_words(scope))
     return frozenset()
+
+
+# -- identity header fields -------------------------------------------------------------------
+
+SCOPE_TEXTS_KEPT = 1024
+
+_TOKEN_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if c != 0x25)
+_PLAIN = re.compile(r"[\x21-\x24\x26-\x7e]+( [\x21-\x24\x26-\x7e]+)*")
+_SUBJECT = (b"x-auth-subject", b"X-Auth-Subject")
+_SCOPES = (b"x-auth-scopes", b"X-Auth-Scopes")
+_NO_SCOPES: frozenset[str] = frozenset()
+_scope_texts: dict[str, tuple[frozenset[str], tuple | None]] = {}
+
+
+def header_value(text: str, space: bool) -> bytes:
+    """TEXT as a header value: visible ASCII but '%' (and spaces when SPACE)
+    as it is, every other character percent-encoded as UTF-8."""
+    if _PLAIN.fullmatch(text) and (space or " " not in text):
+        return text.encode("ascii")
+    return quote(text, safe=_TOKEN_SAFE + " " if space else _TOKEN_SAFE).encode("ascii")
+
+
+def _granted(scopes: frozenset[str]) -> tuple[frozenset[str], tuple | None]:
+    if not scopes:
+        return scopes, None
+    value = b" ".join(sorted(header_value(scope, False) for scope in scopes))
+    return scopes, (*_SCOPES, value)
+
+
+def identity(sub: str | None, claims: dict) -> tuple[frozenset[str], tuple]:
+    scope = claims.get("scope", _ABSENT)
+    if scope is _ABSENT:
+        scope = claims.get("scp", _ABSENT)
+        if type(scope) is list:
+            scopes, field = _granted(frozenset([item for item in scope if type(item) is str]))
+        elif type(scope) is str:
+            scopes, field = _granted_text(scope)
+        else:
+            scopes, field = _NO_SCOPES, None
+    elif type(scope) is str:
+        scopes, field = _granted_text(scope)
+    else:
+        scopes, field = _NO_SCOPES, None
+    if sub is None:
+        return scopes, (field,) if field is not None else ()
+    subject = (*_SUBJECT, header_value(sub, True))
+    return scopes, (subject, field) if field is not None else (subject,)
+
+
+def _granted_text(text: str) -> tuple[frozenset[str], tuple | None]:
+    known = _scope_texts.get(text)
+    if known is None:
+        if len(_scope_texts) >= SCOPE_TEXTS_KEPT:
+            _scope_texts.clear()
+        known = _scope_texts[text] = _granted(frozenset(_words(text)))
+    return known

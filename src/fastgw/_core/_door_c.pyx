@@ -4,9 +4,17 @@ bytes and the whole cached path in one C call. See ``_door_py`` for the rules.""
 from collections import OrderedDict
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_Contains, PyDict_GetItem, PyDict_Size
 from cpython.object cimport PyObject
 from libc.string cimport memcmp
+
+
+cdef extern from "Python.h":
+    ctypedef struct PyTypeObject:
+        Py_ssize_t tp_dictoffset
+    PyTypeObject* Py_TYPE(PyObject* value)
+    int PyTuple_Check(PyObject* value)
+    void PyObject_GC_UnTrack(void* value)
 
 
 cdef enum:
@@ -99,6 +107,11 @@ cdef class CachedToken:
     def __init__(self, result, provider, key, str alg, keyset):
         cdef dict claims = result.claims
         cdef double leeway = float(provider.leeway)
+        if PyTuple_Check(<PyObject*>result) and Py_TYPE(<PyObject*>result).tp_dictoffset == 0:
+            # The verdict, a named tuple of a code, the claims and strings, lives
+            # as long as the entry: no cycle runs through it, so the cyclic
+            # collector need not walk it on every full collection.
+            PyObject_GC_UnTrack(<PyObject*>result)
         self.result = result
         self.claims = claims
         self.provider = provider
@@ -127,10 +140,12 @@ cdef class CachedToken:
 cdef class TokenCache:
     cdef readonly object entries
     cdef readonly Py_ssize_t size
+    cdef object _popitem
 
     def __init__(self, Py_ssize_t size):
         self.entries = OrderedDict()
         self.size = max(0, size)
+        self._popitem = self.entries.popitem
 
     def __len__(self):
         return len(self.entries)
@@ -142,14 +157,23 @@ cdef class TokenCache:
         (<CachedToken>item).used = True
         return <CachedToken>item
 
+    def peek(self, bytes token not None):
+        cdef PyObject* item = PyDict_GetItem(self.entries, token)
+        if item == NULL:
+            return None
+        return <CachedToken>item
+
     def put(self, bytes token not None, CachedToken entry not None):
         cdef CachedToken old
         if not self.size:
             return
         entries = self.entries
-        entries.pop(token, None)
-        while len(entries) >= self.size:
-            oldest, old = entries.popitem(last=False)
+        # An OrderedDict keeps its entries in its dict: membership is a dict lookup.
+        if PyDict_Contains(entries, token):
+            del entries[token]
+        popitem = self._popitem
+        while PyDict_Size(entries) >= self.size:
+            oldest, old = popitem(False)  # the oldest
             if old.used:  # a second chance, at the back
                 old.used = False
                 entries[oldest] = old

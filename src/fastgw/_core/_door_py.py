@@ -26,7 +26,10 @@ fields.
 the entry's ``used`` mark; when the cache is full the oldest entry goes,
 unless it was used since it was last looked at, in which case it loses the
 mark and moves to the back. That is least-recently-used order to within one
-pass, without moving anything on a hit.
+pass, without moving anything on a hit. Only a hit marks an entry (``get``);
+the request that verified a token reads its new entry with ``peek``, or
+under a load of tokens each seen once every entry would look used, and
+every eviction would first move the whole cache to the back.
 
 ``admit(cache, request, now)`` is the whole cached path in one call: the
 bearer token, its entry, the provider's key set still the entry's, the time
@@ -122,6 +125,11 @@ class TokenCache:
         if entry is not None:
             entry.used = True
         return entry
+
+    def peek(self, token: bytes) -> CachedToken | None:
+        """The entry of TOKEN without marking it used: for the request that
+        has just put it there, which is not a second use."""
+        return self.entries.get(token)
 
     def put(self, token: bytes, entry: CachedToken) -> None:
         if not self.size:

@@ -25,7 +25,7 @@ from .verifier import ProviderVerifier, Result, TokenVerifier
 
 log = logging.getLogger("fastgw.auth")
 
-_scopes_of = active("claims").scopes_of
+_identity = active("claims").identity
 _door = active("door")
 _admit = _door.admit
 
@@ -47,19 +47,9 @@ def header_safe(text: str, safe: str = _TOKEN_SAFE + " ") -> str:
 
 def identity(result: Result) -> tuple[frozenset[str], tuple]:
     """The scopes a verified token grants, and its X-Auth-Subject and
-    X-Auth-Scopes header fields, raw."""
-    fields = []
-    if result.sub is not None:
-        fields.append(_field(b"X-Auth-Subject", header_safe(result.sub)))
-    scopes = _scopes_of(result.claims)
-    if scopes:
-        value = " ".join(sorted(header_safe(s, _TOKEN_SAFE) for s in scopes))
-        fields.append(_field(b"X-Auth-Scopes", value))
-    return scopes, tuple(fields)
-
-
-def _field(name: bytes, value: str) -> tuple[bytes, bytes, bytes]:
-    return name.lower(), name, value.encode("ascii")
+    X-Auth-Scopes header fields, raw: the claims core's ``identity``, which
+    writes the values as ``header_safe`` does."""
+    return _identity(result.sub, result.claims)
 
 
 def _bound(claims: dict, cert) -> bool:
@@ -131,9 +121,10 @@ class Authenticator:
         return self._verdict(ex, token, result)
 
     def _verdict(self, ex, token: bytes, result: Result):
-        if result.code != AuthCode.OK:
+        if result.code:  # not OK
             return self.reject(ex, result.code, result)
-        if "cnf" in result.claims and not _bound(result.claims, ex.request.client_cert):
+        claims = result.claims
+        if "cnf" in claims and not _bound(claims, ex.request.client_cert):
             return self.reject(ex, AuthCode.CERT_BINDING_MISMATCH, result)
         self.accept(ex, token, result)
         return None
@@ -193,12 +184,14 @@ class Authenticator:
     def accept(self, ex, token: bytes, result: Result) -> None:
         # What the token grants is worked out once and kept with it in the
         # verified-token cache, where ``_admit`` finds it on the next request.
-        entry = self._tokens.get(token)
+        # ``peek``: this request put the entry there, it is not a second use.
+        entry = self._tokens.peek(token)
         if entry is None or entry.result is not result:
             scopes, fields = identity(result)
+        elif entry.fields is None:
+            scopes, fields = identity(result)
+            entry.scopes, entry.fields = scopes, fields
         else:
-            if entry.fields is None:
-                entry.scopes, entry.fields = identity(result)
             scopes, fields = entry.scopes, entry.fields
         request = ex.request
         request.claims = result.claims

@@ -11,18 +11,25 @@ the verifier ever reads them, so a key embedded in a token is never used.
 Whether ``alg`` is acceptable is the verifier's call (provider allow-list and
 key), so ``none`` parses and is then refused there.
 
-The standard library's JSON parser is used because it can report duplicate
-names (``object_pairs_hook``); orjson keeps the last duplicate silently. A
+The splitting, the base64url and the header rules are the compiled core's
+(``fastgw._core._jws_*``), on the token's bytes. JSON is read by orjson, but
+the parser of record is ``strict_object`` below: the standard library's,
+which can report duplicate names (``object_pairs_hook``) where orjson keeps
+the last duplicate silently. The core takes orjson's reading only when it can
+show that ``strict_object`` would read the text alike (no name lost to a
+duplicate, no float, shallow nesting) and hands every other text to
+``strict_object``, so what is accepted, and as what, is always its answer. A
 token is parsed once: verified tokens are cached by the verifier.
 
 ``verify_signature`` checks a signature with ``cryptography`` on the
-already-split signing input; nothing re-parses the token.
+already-split signing input; nothing re-parses the token. Padding and hash
+objects are made once per algorithm, and the key's type is checked against
+the types already seen to be of its family before any abstract-class check.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hmac
 import json
 import math
@@ -31,26 +38,22 @@ import re
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from .._core import active
 from .codes import AuthCode
 
-MAX_TOKEN_LENGTH = 8192
+_core = active("jws")
+_split_and_parse = _core.parse
+_b64url = _core.b64url
+_der_signature = _core.der_signature
+
+MAX_TOKEN_LENGTH: int = _core.MAX_TOKEN
 
 #: ``crit`` names this implementation understands (RFC 7515 section 4.1.11).
-UNDERSTOOD_CRIT: frozenset[str] = frozenset()
+UNDERSTOOD_CRIT: frozenset[str] = _core.UNDERSTOOD_CRIT
 
 _MALFORMED = AuthCode.MALFORMED_TOKEN
-_SEGMENT = "[A-Za-z0-9_-]"
-_COMPACT = re.compile(f"{_SEGMENT}+\\.{_SEGMENT}+\\.{_SEGMENT}*")
-_BASE64URL = re.compile(f"{_SEGMENT}*")
-_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-# With 2 (3) characters in the last group only the top 4 (2) bits of the last
-# character carry data; the rest must be zero or two texts decode alike.
-_LAST_OF_2 = frozenset("AQgw")
-_LAST_OF_3 = frozenset("AEIMQUYcgkosw048")
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_NESTED = frozenset({"jwt", "application/jwt"})
 
 
 class JWS:
@@ -59,58 +62,43 @@ class JWS:
 
     __slots__ = ("alg", "claims", "header", "kid", "signature", "signing_input")
 
-    def __init__(self, header: dict, claims: dict, signing_input: bytes, signature: bytes):
+    def __init__(self, alg: str, kid: str | None, header: dict, claims: dict,
+                 signing_input: bytes, signature: bytes):
+        self.alg = alg
+        self.kid = kid
         self.header = header
         self.claims = claims
         self.signing_input = signing_input
         self.signature = signature
-        self.alg: str = header["alg"]
-        self.kid: str | None = header.get("kid")
 
 
-def parse(token: str) -> JWS | AuthCode:
+def parse(token: str | bytes) -> JWS | AuthCode:
     """Split and decode TOKEN, or return ``AuthCode.MALFORMED_TOKEN``."""
-    if len(token) > MAX_TOKEN_LENGTH or _COMPACT.fullmatch(token) is None:
+    if type(token) is str:
+        if not token.isascii():
+            return _MALFORMED
+        token = token.encode("ascii")
+    parsed = _split_and_parse(token, strict_object)
+    if parsed is None:
         return _MALFORMED
-    encoded_header, encoded_claims, encoded_signature = token.split(".")
-    header = _json_object(_decode(encoded_header))
-    if header is None or not _header_ok(header):
-        return _MALFORMED
-    claims = _json_object(_decode(encoded_claims))
-    signature = _decode(encoded_signature)
-    if claims is None or signature is None:
-        return _MALFORMED
-    signing_input = token[: len(encoded_header) + 1 + len(encoded_claims)].encode("ascii")
-    return JWS(header, claims, signing_input, signature)
+    return JWS(*parsed)
+
+
+def parts(token: bytes) -> tuple | None:
+    """``(alg, kid, header, claims, signing_input, signature)`` of TOKEN's bytes,
+    or None when it is malformed: ``parse`` without the ``JWS`` around it."""
+    return _split_and_parse(token, strict_object)
 
 
 def b64url_decode(text: str) -> bytes | None:
     """Strict base64url (RFC 7515 section 2): no padding, canonical; None if not."""
-    if type(text) is not str or _BASE64URL.fullmatch(text) is None:
+    if type(text) is not str or not text.isascii():
         return None
-    return _decode(text)
+    return _b64url(text.encode("ascii"))
 
 
 def b64url_encode(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(segment: str) -> bytes | None:
-    # The alphabet has been checked by the caller.
-    tail = len(segment) & 3
-    if tail == 2:
-        if segment[-1] not in _LAST_OF_2:
-            return None
-        pad = b"=="
-    elif tail == 3:
-        if segment[-1] not in _LAST_OF_3:
-            return None
-        pad = b"="
-    elif tail == 0:
-        pad = b""
-    else:
-        return None
-    return binascii.a2b_base64(segment.encode("ascii").translate(_TO_STANDARD) + pad)
 
 
 class _Rejected(ValueError):
@@ -140,9 +128,9 @@ _DECODER = json.JSONDecoder(
 )
 
 
-def _json_object(data: bytes | None) -> dict | None:
-    if data is None:
-        return None
+def strict_object(data: bytes) -> dict | None:
+    """The JSON object DATA holds, by the standard library's parser with the
+    rules above; None when it holds none."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -177,37 +165,43 @@ def _all_utf8(value: object) -> bool:
     return True
 
 
-def _header_ok(header: dict) -> bool:
-    if type(header.get("alg")) is not str or "enc" in header or "b64" in header:
-        return False
-    if "kid" in header and type(header["kid"]) is not str:
-        return False
-    if "cty" in header:
-        cty = header["cty"]
-        if type(cty) is not str or cty.lower() in _NESTED:
-            return False
-    if "crit" in header:
-        crit = header["crit"]
-        if type(crit) is not list or not crit:
-            return False
-        for name in crit:
-            if type(name) is not str or name not in UNDERSTOOD_CRIT or name not in header:
-                return False
-    return True
-
-
 # -- signatures (RFC 7518 section 3, RFC 8037) ---------------------------------------------------
 
 
+def _of_family(*families: type):
+    """A check that a key is an instance of one of FAMILIES (abstract classes):
+    its type is looked up among those already seen to be one, and only a type
+    not yet seen pays for the abstract-class check. Registrations only ever
+    add subclasses, so a type once found stays one."""
+    seen: set[type] = set()
+
+    def check(key: object) -> bool:
+        kind = type(key)
+        if kind in seen:
+            return True
+        if issubclass(kind, families):
+            seen.add(kind)
+            return True
+        return isinstance(key, families)
+
+    return check
+
+
+_is_rsa = _of_family(rsa.RSAPublicKey)
+_is_ec = _of_family(ec.EllipticCurvePublicKey)
+_is_eddsa = _of_family(ed25519.Ed25519PublicKey, ed448.Ed448PublicKey)
+
+
 def _rsa(hash_algorithm: type[hashes.HashAlgorithm], *, pss: bool):
-    pad = (padding.PSS(mgf=padding.MGF1(hash_algorithm()), salt_length=hash_algorithm.digest_size)
+    digest = hash_algorithm()
+    pad = (padding.PSS(mgf=padding.MGF1(hash_algorithm()), salt_length=digest.digest_size)
            if pss else padding.PKCS1v15())
 
     def verify(key: object, message: bytes, signature: bytes) -> bool:
-        if not isinstance(key, rsa.RSAPublicKey):
+        if not _is_rsa(key):
             return False
         try:
-            key.verify(signature, message, pad, hash_algorithm())
+            key.verify(signature, message, pad, digest)
         except InvalidSignature:
             return False
         return True
@@ -221,16 +215,10 @@ def _ecdsa(hash_algorithm: type[hashes.HashAlgorithm], curve: type[ec.EllipticCu
 
     def verify(key: object, message: bytes, signature: bytes) -> bool:
         # JWS carries R || S at the curve's fixed width (RFC 7518 section 3.4).
-        if (
-            not isinstance(key, ec.EllipticCurvePublicKey)
-            or not isinstance(key.curve, curve)
-            or len(signature) != 2 * size
-        ):
+        if len(signature) != 2 * size or not _is_ec(key) or not isinstance(key.curve, curve):
             return False
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
         try:
-            key.verify(encode_dss_signature(r, s), message, signature_algorithm)
+            key.verify(_der_signature(signature), message, signature_algorithm)
         except InvalidSignature:
             return False
         return True
@@ -239,7 +227,7 @@ def _ecdsa(hash_algorithm: type[hashes.HashAlgorithm], curve: type[ec.EllipticCu
 
 
 def _eddsa(key: object, message: bytes, signature: bytes) -> bool:
-    if not isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+    if not _is_eddsa(key):
         return False
     try:
         key.verify(signature, message)

@@ -1,6 +1,6 @@
 """Token verification per provider, with a cache of verified tokens.
 
-``TokenVerifier.verify`` runs, in order: strict parsing (``jws.parse``); the
+``TokenVerifier.verify`` runs, in order: strict parsing (``jws.parse``, the core's); the
 provider whose ``issuer`` equals the token's ``iss``; the provider's algorithm
 allow-list; the key from the provider's current key set that the ``kid`` names
 and that fits the algorithm; the signature; then the claim checks of the
@@ -23,9 +23,11 @@ therefore answers what a fresh verification would. Only successes are
 cached: a cache of failures would be filled by whoever sends the most junk.
 
 Claims dicts are shared between the requests that present the same token;
-callers treat them as read-only. On a failure, ``iss`` and ``kid`` are what
-the token claimed (for the audit record); ``sub`` and ``claims`` are set only
-once the signature has verified.
+callers treat them as read-only (the compiled core leaves JSON trees and
+cached verdicts out of the cyclic collector, since they hold no cycles). On
+a failure, ``iss`` and ``kid`` are what the token claimed (for the audit
+record); ``sub`` and ``claims`` are set only once the signature has
+verified.
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ from fastgw._core import active
 from fastgw.config.model import Provider
 
 from .codes import AuthCode
-from .jws import JWS, parse, verify_signature
+from .jws import strict_object, verify_signature
 from .keys import HMAC_MIN_BYTES, SUPPORTED_ALGORITHMS, KeySet
 
 _CODES = tuple(AuthCode)
+_OK = AuthCode.OK
+_new = tuple.__new__
 
 
 class Result(NamedTuple):
@@ -114,6 +118,7 @@ class TokenVerifier:
         self._cached_token = door.CachedToken
         self.clock = clock
         self._check_claims = active("claims").check_claims
+        self._parse = active("jws").parse
 
     def verify(self, token: bytes | str) -> Result:
         if type(token) is str:
@@ -145,21 +150,16 @@ class TokenVerifier:
         return len(self.cache)
 
     def _verify(self, token: bytes) -> Result:
-        try:
-            parsed = parse(token.decode("ascii"))
-        except UnicodeDecodeError:
+        parsed = self._parse(token, strict_object)
+        if parsed is None:
             return _MALFORMED
-        if type(parsed) is not JWS:
-            return _MALFORMED
-        claims = parsed.claims
+        alg, kid, _, claims, signing_input, signature = parsed
         iss = claims.get("iss")
         if type(iss) is not str:
-            return Result(AuthCode.BAD_ISSUER, kid=parsed.kid)
-        kid = parsed.kid
+            return Result(AuthCode.BAD_ISSUER, kid=kid)
         provider = self._by_issuer.get(iss)
         if provider is None:
             return Result(AuthCode.BAD_ISSUER, kid=kid, iss=iss)
-        alg = parsed.alg
         if alg not in provider.algorithms:
             return Result(AuthCode.ALG_NOT_ALLOWED, provider=provider.name, kid=kid, iss=iss)
         keyset = provider.keyset_getter()
@@ -171,7 +171,7 @@ class TokenVerifier:
             return Result(
                 AuthCode.UNKNOWN_KID, provider=provider.name, kid=kid, iss=iss, unknown_kid=True
             )
-        if not verify_signature(alg, key.verifier_key, parsed.signing_input, parsed.signature):
+        if not verify_signature(alg, key.verifier_key, signing_input, signature):
             return Result(AuthCode.BAD_SIGNATURE, provider=provider.name, kid=kid, iss=iss)
         sub = claims.get("sub")
         if type(sub) is not str:
@@ -181,6 +181,7 @@ class TokenVerifier:
         )
         if code:
             return Result(_CODES[code], provider=provider.name, kid=kid, iss=iss, sub=sub)
-        result = Result(AuthCode.OK, claims, provider.name, kid, iss, sub)
+        # Result(OK, claims, ...) without the keyword handling of a NamedTuple's __new__
+        result = _new(Result, (_OK, claims, provider.name, kid, iss, sub, False))
         self.cache.put(token, self._cached_token(result, provider, key, alg, keyset))
         return result

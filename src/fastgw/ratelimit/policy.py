@@ -93,6 +93,7 @@ def rate_lines(decision) -> bytes:
 
 
 def rate_headers(decision) -> tuple[tuple[str, str], ...]:
+    """The RateLimit-* fields of a 429, as (name, value) pairs."""
     return (
         ("RateLimit-Limit", str(decision.limit.count)),
         ("RateLimit-Remaining", str(decision.remaining)),
@@ -123,22 +124,42 @@ class RateLimiter:
             # a serving gateway always has one when any limit is store: redis.
             shared = []
 
+        local, shared = tuple(local), tuple(shared)
+        decide = buckets.decide if local and buckets is not None else None
+
         def keyed(entries, request):
-            checks, kinds = [], {}
+            checks, kinds = [], []
             for limit, key_of in entries:
                 kind, key = key_of(request)
                 checks.append((limit, f"{kind}={key}"))
-                kinds[limit.name] = kind
+                kinds.append(kind)
             return checks, kinds
+
+        def kinds_of(entries, kinds) -> dict[str, str]:
+            return {limit.name: kind for (limit, _), kind in zip(entries, kinds, strict=True)}
+
+        if len(local) == 1 and not shared:
+            # The usual route: one local limit, one bucket, no lists.
+            ((limit, key_of),) = local
+
+            def rate_limit_one(ex):
+                kind, key = key_of(ex.request)
+                decision = decide(((limit, f"{kind}={key}"),))
+                if not decision.allowed:
+                    return self.reject(ex, decision, {limit.name: kind})
+                ex.extra_headers = rate_lines(decision)
+                return None
+
+            return rate_limit_one
 
         def rate_limit(ex):
             request = ex.request
             decision = None
             if local:
                 checks, kinds = keyed(local, request)
-                decision = buckets.decide(checks)
+                decision = decide(checks)
                 if not decision.allowed:
-                    return self.reject(ex, decision, kinds)
+                    return self.reject(ex, decision, kinds_of(local, kinds))
             if shared:
                 return after_redis(ex, decision)
             ex.extra_headers = rate_lines(decision)
@@ -148,7 +169,7 @@ class RateLimiter:
             checks, kinds = keyed(shared, ex.request)
             decision = await redis.decide(checks)
             if not decision.allowed:
-                return self.reject(ex, decision, kinds)
+                return self.reject(ex, decision, kinds_of(shared, kinds))
             if local_decision is not None and local_decision.remaining < decision.remaining:
                 decision = local_decision
             ex.extra_headers = rate_lines(decision)
