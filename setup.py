@@ -35,14 +35,21 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
-    return cythonize(
-        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES]
-        # the request path, compiled from its Python source typed by the .pxd beside it
-        + [Extension(f"fastgw.proxy.{name}", [f"src/fastgw/proxy/{name}.py"])
-           for name in REQUEST_PATH],
+    core = cythonize(
+        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )
+    # The request path, compiled from its Python source typed by the .pxd beside it:
+    # indexing keeps Python's meaning there (negative from the end, IndexError past
+    # it), or the build would differ from its own source.
+    request_path = cythonize(
+        [Extension(f"fastgw.proxy.{name}", [f"src/fastgw/proxy/{name}.py"])
+         for name in REQUEST_PATH],
+        compiler_directives={"language_level": "3"},
+        quiet=True,
+    )
+    return core + request_path
 
 
 setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -332,7 +332,7 @@ def answers(draw) -> Answer:
 
 
 PEERS = (("10.0.0.7", 40000), ("10.0.0.7", 40000), ("192.0.2.1", 5),
-         ("2001:db8::1", 443, 0, 0), "", None)
+         ("2001:db8::1", 443, 0, 0), "", None, ())
 
 
 @st.composite
@@ -418,3 +418,11 @@ def test_connection_close_from_the_client(twins):
     assert b"\r\nConnection: close\r\n" in only
     assert python.happened("client", "close")
     assert python.upstream_bytes().count(b" HTTP/1.1\r\n") == 1
+
+
+def test_a_peername_without_an_address(twins):
+    """Indexing past the end raises in both twins: the compiled build once read
+    past the end of the tuple (bounds checks were off for the request path too)."""
+    python, compiled = run_both(twins, Scenario((GET,), peer=()))
+    assert_same(python, compiled)
+    assert python.events[0] == ("client", "raised", "IndexError", "tuple index out of range")
