@@ -426,3 +426,14 @@ def test_a_peername_without_an_address(twins):
     python, compiled = run_both(twins, Scenario((GET,), peer=()))
     assert_same(python, compiled)
     assert python.events[0] == ("client", "raised", "IndexError", "tuple index out of range")
+
+
+def test_a_client_that_cannot_keep_up_leaves_the_pool_a_connection_that_reads(twins):
+    """The first response fills the client's buffer, which pauses reading from the
+    upstream; the connection goes back to the pool, and the second request on it
+    is answered."""
+    python, compiled = run_both(twins, Scenario((GET, GET), client_high_water=1))
+    assert_same(python, compiled)
+    assert [r[:15] for r in responses(python)] == [b"HTTP/1.1 200 OK"] * 2
+    assert python.state["upstream"][0]["reusable"] == ("bool", False)
+    assert python.state["pool"] == (1, 1)
