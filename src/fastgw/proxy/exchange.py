@@ -328,6 +328,9 @@ class Exchange:
         instance = self._instance
         self._attempt_done()
         if conn is not None:
+            if conn.reusable and self.connection.write_paused:
+                # Paused while this client could not keep up; its next user must read.
+                conn.transport.resume_reading()
             instance.pool.release(conn)
         service = self.route.service
         if outcome is None:

@@ -1,0 +1,1 @@
+"""Unit tests: one module of fastgw at a time, no processes or sockets."""
