@@ -376,6 +376,14 @@ class Exchange:
                       self.request.request_id if self.request is not None else "-")
         if self._finished:
             return
+        conn = self.upstream
+        if conn is not None and not self._resolved:
+            # An attempt under way ends here: no later response may reach this client.
+            self._resolved = True
+            self.upstream = None
+            conn.abandon()
+            self._attempt_done()
+            self._instance.pool.release(conn)
         if not self.response_started:
             self.keep_alive = False
             self.respond_error(500)
