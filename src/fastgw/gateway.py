@@ -346,15 +346,15 @@ class Gateway:
         if self.config.admin is not None and self.worker == 0:
             self.admin = AdminServer(self, self.config.admin)
             await self.admin.start()
+        # What starting made (config, snapshot, key sets, tables) lives as long as
+        # the gateway: the collector need not walk it again on every full pass.
+        gc.collect()
+        gc.freeze()
         for listening in self.listening:
             listening.resume()
             host, port = listening.address
             log.info("listening on %s://%s:%d", listening.scheme, host, port)
         self.listening_ready = True
-        # What starting made (config, snapshot, key sets, tables) lives as long as
-        # the gateway: the collector need not walk it again on every full pass.
-        gc.collect()
-        gc.freeze()
         if self.metrics_dir is not None:
             self._publisher = self.loop.create_task(self._publish_metrics())
 

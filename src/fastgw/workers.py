@@ -42,14 +42,11 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None,
         loop = asyncio.get_running_loop()
         gateway = Gateway(config, reuse_port=reuse_port, worker=worker, buckets=buckets,
                           metrics_dir=metrics_dir, workers=workers)
-        try:
-            await gateway.start()
-        except (SnapshotError, OSError) as exc:
-            log.error("cannot start: %s", exc)
-            return 2
         stop = asyncio.Event()
+        started = asyncio.Event()
 
         async def reload() -> None:
+            await started.wait()
             try:
                 await gateway.reload(load_config(path))
             except (ConfigError, SnapshotError) as exc:
@@ -57,9 +54,16 @@ def serve(path: str, *, worker: int = 0, reuse_port: bool = False, buckets=None,
                 return
             log.info("reloaded %s", path)
 
+        # Before starting: a signal that comes as the listeners open is not lost.
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reload()))
+        try:
+            await gateway.start()
+        except (SnapshotError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 2
+        started.set()
         await stop.wait()
         log.info("draining (up to %gs)", gateway.config.drain_timeout)
         await gateway.stop()
