@@ -566,9 +566,12 @@ async def _drive(modules, scenario: Scenario, logs: str) -> Outcome:
                 route.checks = (functools.partial(later_check,
                                                   rejection=modules.exchange.Rejection),)
         instance = gateway.snapshot.services["orders"].instances[0]
-        pool = instance.pool
         peer = UpstreamPeer(recorder, modules.upstream.UpstreamConnection, scenario)
-        pool.__class__ = pool_class(peer, modules.upstream.UpstreamError)
+        old = instance.pool
+        pool = instance.pool = pool_class(peer, modules.upstream.UpstreamError)(
+            old.instance, connect_timeout=old.connect_timeout,
+            max_connections=old.max_connections, loop=old.loop, ssl=old.ssl,
+            server_hostname=old.server_hostname)
         if scenario.idle:
             # the pool starts with one idle connection, as after an earlier request
             first = peer.connect(pool)

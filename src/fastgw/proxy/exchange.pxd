@@ -1,8 +1,14 @@
 # Compiles exchange.py as C: the attributes of an exchange typed, and the
 # steps of a request's life called as C methods by the connections.
+from fastgw.http.request cimport Request
+from fastgw.upstream.service cimport InstanceState
+
+
 cdef class Exchange:
-    cdef public object _body_waiter, _head, _instance, _last_error, _tried, body, connection
-    cdef public object extra_headers, length, method, out, preset, request, route, snapshot
+    cdef public Request request
+    cdef public InstanceState _instance
+    cdef public object _body_waiter, _head, _last_error, _tried, body, connection
+    cdef public object extra_headers, length, method, out, preset, route, snapshot
     cdef public object task, upgrade_rest, upstream
     cdef public bint _finished, _resolved, _sent, body_done, chunked, expect_continue, has_body
     cdef public bint keep_alive, response_started, until_close, websocket
