@@ -12,7 +12,7 @@ CORE_MODULES = ["router", "claims", "door", "bucket", "head", "jws"]
 FROM_SOURCE = [
     "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request", "http/headers",
     "http/target", "metrics", "upstream/pool", "upstream/service", "ratelimit/policy",
-    "auth/door",
+    "auth/door", "auth/verifier", "auth/jws",
 ]
 
 

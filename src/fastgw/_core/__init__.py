@@ -42,7 +42,7 @@ for _name in MODULES:
 FROM_SOURCE = tuple(f"fastgw.{name}" for name in (
     "proxy.exchange", "proxy.upstream", "proxy.connection", "http.request", "http.headers",
     "http.target", "metrics", "upstream.pool", "upstream.service", "ratelimit.policy",
-    "auth.door",
+    "auth.door", "auth.verifier", "auth.jws",
 ))
 
 
