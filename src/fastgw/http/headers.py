@@ -104,14 +104,3 @@ class Headers:
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"
-
-
-def connection_tokens(values: list[str]) -> set[str]:
-    """Lower-cased names listed in Connection headers (RFC 9110 section 7.6.1)."""
-    tokens = set()
-    for value in values:
-        for token in value.split(","):
-            token = token.strip().lower()
-            if token:
-                tokens.add(token)
-    return tokens
