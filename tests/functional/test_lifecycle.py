@@ -49,6 +49,23 @@ def test_signal_drains_in_flight_request_and_refuses_new_connections(
     assert [r.target for r in upstream.requests] == ["/echo/slow/4"]
 
 
+def test_a_response_written_during_the_drain_announces_the_close(
+    start_gateway, drain_config, upstream, raw
+):
+    gw = start_gateway(drain_config())
+    in_flight = raw(gw.port, timeout=30)
+    in_flight.request("GET", "/echo/slow/2")
+    upstream.wait_for_requests(1)
+    gw.send_signal(signal.SIGTERM)
+    assert wait_until(lambda: refuses_connections(gw.port), timeout=3)
+    response = in_flight.read_response()
+    assert response.status == 200, response
+    # so that the client sends nothing more into a connection about to close
+    assert response.header("connection") == "close", response
+    assert in_flight.closed_by_peer()
+    assert gw.wait(timeout=20) == 0
+
+
 def test_idle_keep_alive_connections_do_not_hold_the_drain(start_gateway, drain_config, raw):
     gw = start_gateway(drain_config(drain_timeout="60s"))
     idle = raw(gw.port)
