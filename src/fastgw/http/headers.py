@@ -2,6 +2,10 @@
 
 from collections.abc import Iterable, Iterator
 
+from .._core import active
+
+_encode_fields = active("head").encode_fields
+
 # RFC 9110 section 7.6.1, plus the ones proxies are known to leak.
 HOP_BY_HOP = frozenset(
     {
@@ -100,7 +104,7 @@ class Headers:
         return list(self)
 
     def encode(self) -> bytes:
-        return b"".join([b"%s: %s\r\n" % (n, v) for _, n, v in self.fields])
+        return _encode_fields(self.fields)
 
     def __repr__(self) -> str:
         return f"Headers({list(self)!r})"

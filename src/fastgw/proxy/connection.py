@@ -211,7 +211,7 @@ class ClientConnection:
         self._headers = []
         self._header_bytes = 0
         if self._timer_kind != "head":
-            self._arm("head", self.gateway.snapshot.limits.header_timeout)
+            self._arm("head", self._limits.header_timeout)
 
     def on_url(self, url: bytes) -> None:
         self._url_len += len(url)
@@ -242,7 +242,7 @@ class ClientConnection:
     def on_body(self, body: bytes) -> None:
         ex = self.reading
         ex.body_bytes += len(body)
-        if ex.body_bytes > self.gateway.snapshot.limits.max_body:
+        if ex.body_bytes > self._limits.max_body:
             raise Rejected(413)
         ex.body.append(body)
         self.buffered += len(body)
