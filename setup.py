@@ -10,9 +10,9 @@ from setuptools.command.build_ext import build_ext
 CORE_MODULES = ["router", "claims", "door", "bucket", "head", "jws"]
 # keep in step with FROM_SOURCE there: modules compiled from their own .py
 FROM_SOURCE = [
-    "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request", "http/headers",
-    "http/target", "metrics", "upstream/pool", "upstream/service", "ratelimit/policy",
-    "auth/door", "auth/verifier", "auth/jws",
+    "proxy/client", "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request",
+    "http/headers", "http/target", "metrics", "upstream/pool", "upstream/service",
+    "ratelimit/policy", "auth/door", "auth/verifier", "auth/jws",
 ]
 
 

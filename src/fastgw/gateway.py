@@ -28,7 +28,7 @@ from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
 from .logs import LineWriter, rfc3339_ms
-from .metrics import Metrics, export, merge, method_index
+from .metrics import Metrics, export, merge
 from .proxy.connection import ClientConnection
 from .proxy.deadlines import Deadlines
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
@@ -148,6 +148,7 @@ class Snapshot:
         self.authenticator = authenticator
         self.limiter = limiter
         self.limits = config.limits
+        self.unrouted = metrics.route("")  # what is answered before a route is found
         errors = []
         reusable = previous.services if previous is not None else {}
         self.services: dict[str, ServiceRuntime] = {}
@@ -368,6 +369,8 @@ class Gateway:
         if timeout is None:
             timeout = self.config.drain_timeout
         self.draining = True
+        for conn in self.connections:
+            conn.draining = True
         if self._publisher is not None:
             self._publisher.cancel()
         for listening in self.listening:
@@ -479,6 +482,7 @@ class Gateway:
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
         if self.draining:
+            conn.draining = True
             conn.close()
 
     def connection_closed(self, conn: ClientConnection) -> None:
@@ -568,23 +572,3 @@ class Gateway:
             with contextlib.suppress(OSError):
                 await self.loop.run_in_executor(None, write, data)
             await asyncio.sleep(METRICS_INTERVAL)
-
-    def exchange_finished(self, ex) -> None:
-        route = ex.route
-        request = ex.request
-        elapsed = self.loop.time() - ex.started_at
-        stats = route.stats if route is not None else self.metrics.route("")
-        stats.count(method_index(request.method) if request is not None else 0, ex.status,
-                    elapsed)
-        if self.access_log is not None:
-            self.access_log.write({
-                "ts": rfc3339_ms(time.time()),
-                "request_id": request.request_id if request else None,
-                "client_ip": ex.connection.client_ip,
-                "method": request.method if request is not None else "",
-                "path": request.path if request else None,
-                "route": route.id if route is not None else "",
-                "status": ex.status,
-                "bytes": ex.response_bytes,
-                "duration_ms": round(elapsed * 1000, 3),
-            })

@@ -9,7 +9,6 @@ worker publishes its numbers, by folding those into the labelled metrics.
 
 from __future__ import annotations
 
-import bisect
 from collections import defaultdict
 
 DURATION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -65,7 +64,7 @@ class Gauge(Counter):
 
 
 class Series:
-    """One labelled histogram series: ``observe`` is a bisect and two adds."""
+    """One labelled histogram series: ``observe`` is a bucket search and two adds."""
 
     __slots__ = ("bounds", "counts", "total")
 
@@ -75,7 +74,13 @@ class Series:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        # bisect_left, as a loop: most observations fall in the first buckets.
+        bounds = self.bounds
+        n = len(bounds)
+        i = 0
+        while i < n and bounds[i] < value:
+            i += 1
+        self.counts[i] += 1
         self.total += value
 
 

@@ -54,7 +54,7 @@ from fastgw.ratelimit.shared import SharedBuckets
 from fastgw.upstream.pool import InstancePool
 
 TWIN_PACKAGE = "fastgw._twin_proxy"
-MODULES = ("upstream", "exchange", "connection")  # each imports only those before it
+MODULES = ("client", "upstream", "exchange", "connection")  # each imports only those before it
 
 COMPILED = types.SimpleNamespace(**{
     name: sys.modules[f"fastgw.proxy.{name}"] for name in MODULES})

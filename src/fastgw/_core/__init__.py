@@ -40,9 +40,9 @@ for _name in MODULES:
 
 #: compiled from their .py by setup.py; under FASTGW_NO_EXTENSIONS the .py is imported
 FROM_SOURCE = tuple(f"fastgw.{name}" for name in (
-    "proxy.exchange", "proxy.upstream", "proxy.connection", "http.request", "http.headers",
-    "http.target", "metrics", "upstream.pool", "upstream.service", "ratelimit.policy",
-    "auth.door", "auth.verifier", "auth.jws",
+    "proxy.client", "proxy.exchange", "proxy.upstream", "proxy.connection", "http.request",
+    "http.headers", "http.target", "metrics", "upstream.pool", "upstream.service",
+    "ratelimit.policy", "auth.door", "auth.verifier", "auth.jws",
 ))
 
 

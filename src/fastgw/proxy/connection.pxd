@@ -1,14 +1,15 @@
 # Compiles connection.py as C: the attributes of a client connection typed.
 cimport cython
 
+from fastgw.proxy.client cimport Client
 from fastgw.proxy.exchange cimport Exchange
 
 
-cdef class ClientConnection:
+cdef class ClientConnection(Client):
     cdef public Exchange active, last, reading
-    cdef public object _headers, _limits, _timer_kind, _url, client_cert, client_ip, gateway
-    cdef public object loop, parser, queue, scheme, server_uri, transport, tunnel
-    cdef public bint _in_head, _running, closing, read_paused, trusted, write_paused
+    cdef public object _headers, _limits, _timer_kind, _url, client_cert, gateway
+    cdef public object parser, queue, scheme, transport, tunnel
+    cdef public bint _in_head, _running, read_paused
     cdef public double _deadline
     cdef public Py_ssize_t _head_bytes, _header_bytes, _next, _url_len, buffered, requests, tick
 
@@ -24,8 +25,8 @@ cdef class ClientConnection:
     cpdef on_message_complete(self)
     @cython.locals(ex=Exchange)
     cpdef _run_next(self)
-    cpdef exchange_done(self, Exchange ex)
-    cpdef exchange_finished(self, ex)
+    cpdef exchange_done(self, ex)
+    cpdef abort(self)
     cpdef body_consumed(self, n)
     cpdef write(self, data)
     cpdef close(self)

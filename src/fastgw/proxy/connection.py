@@ -28,6 +28,7 @@ from ..http.request import Request
 from ..http.status import error_response
 from ..http.target import BadTarget, split_target
 from ..tls import client_identity, server_uri
+from .client import Client
 from .deadlines import RESOLUTION
 from .exchange import Exchange
 
@@ -46,7 +47,7 @@ class Rejected(Exception):
         self.error = error
 
 
-class ClientConnection:
+class ClientConnection(Client):
     """An asyncio protocol (by its methods: a compiled class cannot derive from
     asyncio.Protocol)."""
 
@@ -65,37 +66,26 @@ class ClientConnection:
         "active",
         "buffered",
         "client_cert",
-        "client_ip",
-        "closing",
         "gateway",
         "last",
-        "loop",
         "parser",
         "queue",
         "read_paused",
         "reading",
         "requests",
         "scheme",
-        "server_uri",
         "tick",
         "transport",
-        "trusted",
         "tunnel",
-        "write_paused",
     )
 
     def __init__(self, gateway, scheme: str = "http") -> None:
+        Client.__init__(self, gateway.loop, gateway.access_log, gateway.request_ids)
         self.gateway = gateway
-        self.loop = gateway.loop
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
-        self.client_ip = ""
-        self.trusted = False
         self.client_cert = None
-        self.server_uri = None
         self.parser = httptools.HttpRequestParser(self)
-        self.closing = False
-        self.write_paused = False
         self.read_paused = False
         self.tunnel = None
         self.queue: list = []  # pipelined exchanges waiting their turn, from queue[_next]
@@ -118,10 +108,6 @@ class ClientConnection:
         self._deadline = 0.0
         self._timer_kind = ""
 
-    @property
-    def draining(self) -> bool:
-        return self.gateway.draining
-
     # -- connection ----------------------------------------------------------
 
     def connection_made(self, transport) -> None:
@@ -129,6 +115,9 @@ class ClientConnection:
         peer = transport.get_extra_info("peername")
         self.client_ip = peer[0] if isinstance(peer, tuple) else "unix"
         self.trusted = self.gateway.is_trusted(self.client_ip)
+        if not self.trusted:
+            self.forwarded = (f"X-Forwarded-For: {self.client_ip}\r\n"
+                              f"X-Forwarded-Proto: {self.scheme}\r\n").encode("latin-1")
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.client_cert = client_identity(
@@ -305,21 +294,12 @@ class ClientConnection:
         request = Request(
             method, path, query, version, Headers.from_raw(head.fields),
             head.host.decode("latin-1"), self.client_ip, self.scheme,
-            head.request_id or self.gateway.request_ids.next(),
+            head.request_id or self.request_ids.next(),
         )
         request.forwarded_for = head.forwarded
         request.client_cert = self.client_cert
-        return Exchange(
-            self,
-            snapshot,
-            request,
-            keep_alive=parser.should_keep_alive() and not websocket,
-            chunked=te is not None,
-            length=length,
-            has_body=has_body,
-            expect_continue=expect is not None,
-            websocket=websocket,
-        )
+        return Exchange(self, snapshot, request, parser.should_keep_alive() and not websocket,
+                        te is not None, length, has_body, expect is not None, websocket)
 
     def _upgrade(self, rest: bytes) -> None:
         ex = self.last
@@ -375,16 +355,10 @@ class ClientConnection:
             for chunk in ex.body:
                 self.buffered -= len(chunk)
             ex.body.clear()
-        if not ex.keep_alive or not ex.body_done or self.gateway.draining:
+        if not ex.keep_alive or not ex.body_done or self.draining:
             self.close()
             return
         self._run_next()
-
-    def new_request_id(self) -> str:
-        return self.gateway.request_ids.next().decode("ascii")
-
-    def exchange_finished(self, ex) -> None:
-        self.gateway.exchange_finished(ex)
 
     def body_consumed(self, n: int) -> None:
         self.buffered -= n

@@ -1,13 +1,15 @@
 # Compiles exchange.py as C: the attributes of an exchange typed, and the
 # steps of a request's life called as C methods by the connections.
 from fastgw.http.request cimport Request
+from fastgw.proxy.client cimport Client
 from fastgw.upstream.service cimport InstanceState
 
 
 cdef class Exchange:
     cdef public Request request
     cdef public InstanceState _instance
-    cdef public object _body_waiter, _head, _last_error, _tried, body, connection
+    cdef public Client connection
+    cdef public object _body_waiter, _head, _last_error, _tried, body
     cdef public object extra_headers, length, method, out, preset, route, snapshot
     cdef public object task, upgrade_rest, upstream
     cdef public bint _finished, _resolved, _sent, body_done, chunked, expect_continue, has_body
@@ -28,6 +30,7 @@ cdef class Exchange:
     cpdef wake_body(self)
     cpdef respond_error(self, status, error=*, headers=*)
     cpdef send_continue(self)
+    cpdef request_head(self)
     cpdef upstream_head(self, status, kept, chunked, length)
     cpdef upstream_body(self, chunk)
     cpdef upstream_complete(self, conn)

@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 
 from .._core import active
 from ..http.headers import Headers
 from ..http.status import error_response, status_line
+from ..logs import rfc3339_ms
+from ..metrics import method_index
 from ..tls import xfcc_value
 from .upstream import UpstreamError
 
@@ -102,7 +105,6 @@ class Exchange:
         connection,
         snapshot,
         request,
-        *,
         keep_alive: bool = True,
         chunked: bool = False,
         length: int | None = None,
@@ -150,7 +152,7 @@ class Exchange:
     @classmethod
     def rejected(cls, connection, snapshot, status: int, error: str | None):
         """A request answered in its turn with an error, after which the connection closes."""
-        ex = cls(connection, snapshot, None, keep_alive=False)
+        ex = cls(connection, snapshot, None, False)
         ex.preset = (status, error)
         return ex
 
@@ -199,7 +201,7 @@ class Exchange:
             self.respond_error(*self.preset)
             self.finish()
             return
-        self._head = request_head(self, self.route, self.connection.trusted)
+        self._head = self.request_head()
         self._attempt()
 
     async def _check_later(self, verdict, i: int) -> None:
@@ -367,7 +369,14 @@ class Exchange:
         self._finished = True
         self.task = None
         connection = self.connection
-        connection.exchange_finished(self)
+        elapsed = connection.loop.time() - self.started_at
+        route = self.route
+        request = self.request
+        stats = route.stats if route is not None else self.snapshot.unrouted
+        stats.count(method_index(request.method) if request is not None else 0, self.status,
+                    elapsed)
+        if connection.access_log is not None:
+            connection.access_log.write(access_entry(self, elapsed))
         if not connection.closing:
             connection.exchange_done(self)
 
@@ -456,6 +465,42 @@ class Exchange:
         if self.expect_continue and not self.body_done:
             self.expect_continue = False
             self.connection.write(_CONTINUE)
+
+    # -- the upstream request -----------------------------------------------------------
+
+    def request_head(self) -> tuple[bytes, bytes]:
+        """The request line and headers for the upstream, split around the Host line."""
+        request = self.request
+        route = self.route
+        connection = self.connection
+        headers = request.headers
+        if not route.token_relay:
+            headers.remove(b"authorization")
+        if connection.trusted:
+            ip = request.client_ip
+            xff = ", ".join([*request.forwarded_for, ip]) if request.forwarded_for else ip
+            forwarded = (f"X-Forwarded-For: {xff}\r\n"
+                         f"X-Forwarded-Proto: {request.scheme}\r\n").encode("latin-1")
+        else:
+            forwarded = connection.forwarded
+        parts = [
+            encode_fields(headers.fields), forwarded,
+            b"X-Forwarded-Host: ", request.host.encode("latin-1"),
+            b"\r\nX-Request-Id: ", request.request_id_bytes, b"\r\n",
+        ]
+        if route.forward_client_cert is not None and request.client_cert is not None:
+            xfcc = xfcc_value(request.client_cert, connection.server_uri,
+                              fields=route.forward_client_cert)
+            parts.append(f"X-Forwarded-Client-Cert: {xfcc}\r\n".encode("latin-1"))
+        if self.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.length is not None:
+            parts.append(b"Content-Length: %d\r\n" % self.length)
+        if self.websocket:
+            parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
+        parts.append(b"\r\n")
+        line = f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1")
+        return line, b"".join(parts)
 
     # -- relaying the upstream response (callbacks of UpstreamConnection) ---------------
 
@@ -551,33 +596,20 @@ class Exchange:
         self._resolve(("switched", conn, rest))
 
 
-def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
-    """The request line and headers for the upstream, split around the Host line."""
+def access_entry(ex: Exchange, elapsed: float) -> dict:
     request = ex.request
-    headers = request.headers
-    if not route.token_relay:
-        headers.remove(b"authorization")
-    ip = request.client_ip
-    xff = ", ".join([*request.forwarded_for, ip]) if trusted and request.forwarded_for else ip
-    parts = [
-        f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1"),
-        encode_fields(headers.fields),
-        f"X-Forwarded-For: {xff}\r\nX-Forwarded-Proto: {request.scheme}\r\n"
-        f"X-Forwarded-Host: {request.host}\r\n".encode("latin-1"),
-        b"X-Request-Id: ", request.request_id_bytes, b"\r\n",
-    ]
-    if route.forward_client_cert is not None and request.client_cert is not None:
-        xfcc = xfcc_value(request.client_cert, ex.connection.server_uri,
-                          fields=route.forward_client_cert)
-        parts.append(f"X-Forwarded-Client-Cert: {xfcc}\r\n".encode("latin-1"))
-    if ex.chunked:
-        parts.append(b"Transfer-Encoding: chunked\r\n")
-    elif ex.length is not None:
-        parts.append(b"Content-Length: %d\r\n" % ex.length)
-    if ex.websocket:
-        parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
-    parts.append(b"\r\n")
-    return parts[0], b"".join(parts[1:])
+    route = ex.route
+    return {
+        "ts": rfc3339_ms(time.time()),
+        "request_id": request.request_id if request else None,
+        "client_ip": ex.connection.client_ip,
+        "method": request.method if request is not None else "",
+        "path": request.path if request else None,
+        "route": route.id if route is not None else "",
+        "status": ex.status,
+        "bytes": ex.response_bytes,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
 
 
 class Tunnel:
