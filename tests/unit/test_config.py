@@ -1046,7 +1046,7 @@ def test_bad_routes(tmp_path):
     """)) == [
         f"{BASE_LINES + 5}: routes[0].uri: unknown service 'order' (did you mean 'orders'?)",
         f"{BASE_LINES + 6}: routes[0].order: unknown key (known: id, uri, predicates, auth, "
-        "filters)",
+        "filters, metadata)",
         f"{BASE_LINES + 7}: routes[1].id: route 'a' is already defined at routes[0]",
         f'{BASE_LINES + 8}: routes[1].uri: "ftp://x" is not lb://SERVICE, http://HOST:PORT '
         "or https://HOST:PORT",
