@@ -100,7 +100,7 @@ class Context:
 
     @property
     def certificate(self):
-        """The verified client certificate (``subject``, ``uris``, ``dns``...), or None."""
+        """The verified client certificate (``subject``, ``san_uris``, ``san_dns``...), or None."""
         return self.request.client_cert
 
     def respond(self, status: int, body: bytes | str = b"", headers=()) -> None:
