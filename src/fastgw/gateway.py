@@ -127,8 +127,8 @@ class RouteRuntime:
             if len(set(self.rate_limits)) > MAX_CHECKS:
                 raise ValueError(f"at most {MAX_CHECKS} rate limits per route")
             checks.append(limiter.check(self.rate_limits))
-        if python is not None and python.before:
-            checks.append(python.check)
+        if python is not None:
+            checks.append(python.check)  # the pre and route filters, and the context post reads
         self.checks = tuple(checks)
 
     def via(self, service: ServiceRuntime) -> RouteRuntime:

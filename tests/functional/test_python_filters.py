@@ -102,6 +102,15 @@ def shop_only(ctx):
     ctx.request.headers["X-Shop"] = "1"
 '''
 
+POST_ONLY = '''
+from fastgw.filters.python import post
+
+
+@post(order=1)
+def stamp(ctx):
+    ctx.response_headers.add("X-Stamp", f"{ctx.route_id} {ctx.status}")
+'''
+
 
 @pytest.fixture(scope="module")
 def other_upstream():
@@ -114,6 +123,7 @@ def workdir(tmp_path_factory):
     path = tmp_path_factory.mktemp("python-filters")
     (path / "filters.py").write_text(FILTERS)
     (path / "shop.py").write_text(ONLY_SHOP)
+    (path / "stamp.py").write_text(POST_ONLY)
     return path
 
 
@@ -135,10 +145,12 @@ def gateway_config(shared_upstream, other_upstream, make_config, idp, workdir):
             route("dead", "Path=/dead/**", uri="lb://dead"),
             route("shop", "Path=/shop/**"),
             route("plain", "Path=/plain/**"),
+            route("stamped", "Path=/stamped/**"),
         ],
         python_filters=[
             {"file": str(workdir / "filters.py"), "routes": ["echo", "secure", "dead"]},
             {"file": str(workdir / "shop.py"), "routes": ["shop"]},
+            {"file": str(workdir / "stamp.py"), "routes": ["stamped"]},
         ],
     )
 
@@ -252,6 +264,13 @@ def test_filters_apply_to_their_routes_only(gateway, upstream):
     shop, plain = upstream.requests
     assert (shop.header("x-shop"), shop.header("x-seen")) == ("1", None)
     assert (plain.header("x-shop"), plain.header("x-seen")) == (None, None)
+
+
+def test_a_route_with_post_filters_only(gateway, upstream):
+    response = fetch(f"{gateway.url}/stamped/status/404")
+    assert response.status == 404, response
+    assert response.header("x-stamp") == "stamped 404"
+    assert fetch(f"{gateway.url}/plain/x").header("x-stamp") is None
 
 
 def test_a_changed_file_takes_effect_on_sighup(start_gateway, make_config, upstream, tmp_path):

@@ -298,7 +298,7 @@ class PythonChain:
         """The upstream failed: True if an error filter answered instead."""
         if not self.errors:
             return False
-        ctx = ex.request.context or Context(ex)
+        ctx = ex.request.context
         answer = self._on_error(ctx, error, error.status)
         if answer is None:
             return False

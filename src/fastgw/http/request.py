@@ -8,7 +8,7 @@ class Request:
         "claims",
         "client_cert",
         "client_ip",
-        "context",
+        "context",  # set by a route's Python filters only (fastgw.filters.python.Context)
         "forwarded_for",
         "headers",
         "host",
@@ -53,7 +53,6 @@ class Request:
         self.client_cert = None  # the connection's verified client certificate (ClientIdentity)
         self.forwarded_for: list[str] = []  # X-Forwarded-For values the caller sent
         self.identity = None  # the verified credential (token result, client certificate)
-        self.context = None  # what the route's Python filters share about this request
 
     @property
     def request_id(self) -> str:
