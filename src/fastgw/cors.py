@@ -91,12 +91,13 @@ def origin_pattern(text: str) -> re.Pattern:
     ``[*]`` at the end. Raises ValueError."""
     ports = None
     if text.endswith("]"):
+        written = text
         text, sep, listed = text[:-1].rpartition(":[")
         if not sep:
-            raise ValueError(f"{text!r}: a port list is written host:[PORT, ...]")
+            raise ValueError(f"{written!r}: a port list is written host:[PORT, ...]")
         ports = [p.strip() for p in listed.split(",")]
         if not all(p == ALL or p.isdigit() for p in ports):
-            raise ValueError(f"{text!r}: ports are numbers or *")
+            raise ValueError(f"{written!r}: ports are numbers or *")
     regex = ".*".join(re.escape(part) for part in text.lower().split(ALL))
     if ports is not None:
         regex += "(:[0-9]+)?" if ALL in ports else "(:(" + "|".join(ports) + "))?"
