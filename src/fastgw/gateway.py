@@ -26,7 +26,9 @@ from .audit import AuditLog
 from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
+from .cors import CorsRule, OwnedHeaders
 from .filters import POLICY, build_filter
+from .filters.python import FilterLoadError, load_all
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge
 from .proxy.connection import ClientConnection
@@ -63,6 +65,7 @@ class RouteRuntime:
         "config",
         "forward_client_cert",
         "id",
+        "python",
         "rate_limits",
         "request_filters",
         "response_filters",
@@ -73,7 +76,8 @@ class RouteRuntime:
     )
 
     def __init__(self, route: Route, service: ServiceRuntime, authenticator: Authenticator,
-                 limiter: RateLimiter, metrics: Metrics) -> None:
+                 limiter: RateLimiter, metrics: Metrics, cors: CorsRule | None = None,
+                 python=None) -> None:
         self.config = route
         self.id = route.id
         self.stats = metrics.route(route.id)
@@ -101,10 +105,16 @@ class RouteRuntime:
                 request_filters.append(f)
             if f.has_response:
                 response_filters.append(f)
+        self.python = python  # the route's Python filters (PythonChain), if any
+        if python is not None and python.posts:
+            response_filters.append(python)
+        if cors is not None:
+            response_filters.insert(0, OwnedHeaders())
         self.request_filters = tuple(request_filters)
         self.response_filters = tuple(response_filters)
-        # Authentication, authorization and rate limiting, in that order.
-        checks = []
+        # CORS at the door (a preflight carries no credentials), then authentication,
+        # authorization and rate limiting, in that order; the Python filters last.
+        checks = [] if cors is None else [cors]
         if route.auth == "jwt":
             checks.append(authenticator.authenticate)
         elif route.auth == "mtls":
@@ -117,7 +127,17 @@ class RouteRuntime:
             if len(set(self.rate_limits)) > MAX_CHECKS:
                 raise ValueError(f"at most {MAX_CHECKS} rate limits per route")
             checks.append(limiter.check(self.rate_limits))
+        if python is not None:
+            checks.append(python.check)  # the pre and route filters, and the context post reads
         self.checks = tuple(checks)
+
+    def via(self, service: ServiceRuntime) -> RouteRuntime:
+        """This route sending to SERVICE: what a route filter's choice makes it."""
+        other = object.__new__(RouteRuntime)
+        for name in RouteRuntime.__slots__:
+            setattr(other, name, getattr(self, name))
+        other.service = service
+        return other
 
 
 def route_spec(route: Route):
@@ -165,6 +185,15 @@ class Snapshot:
                     errors.append((config.source, service.line, f"services.{name}.tls: {exc}"))
                     continue
             self.services[name] = ServiceRuntime(service, loop, ssl=context, metrics=metrics)
+        chains = {}
+        try:
+            chains = load_all(config.python_filters, [r.id for r in config.routes],
+                              config.source)
+        except FilterLoadError as exc:
+            errors.append((exc.file, exc.line, exc.message))
+        self.unrouted_cors = (CorsRule.build(config.cors, None)
+                              if config.cors and config.cors.add_to_simple_url_handler_mapping
+                              else None)
         self.routes: list[RouteRuntime] = []
         specs = []
         for i, route in enumerate(config.routes):
@@ -173,10 +202,17 @@ class Snapshot:
                 specs.append(route_spec(route))
                 self.routes.append(
                     RouteRuntime(route, self.services[route.service], authenticator, limiter,
-                                 metrics)
+                                 metrics, cors=CorsRule.build(config.cors, route.cors),
+                                 python=chains.get(route.id))
                 )
             except ValueError as exc:
                 errors.append((where[0], where[1], f"{where[2]}: {exc}"))
+        for runtime in self.routes:
+            chain = runtime.python
+            if chain is not None:
+                chain.audit = authenticator.audit
+                chain.services = {name: runtime.via(service)
+                                  for name, service in self.services.items()}
         if not errors:
             try:
                 self.router = _core.Router(specs)

@@ -1046,7 +1046,7 @@ def test_bad_routes(tmp_path):
     """)) == [
         f"{BASE_LINES + 5}: routes[0].uri: unknown service 'order' (did you mean 'orders'?)",
         f"{BASE_LINES + 6}: routes[0].order: unknown key (known: id, uri, predicates, auth, "
-        "filters)",
+        "filters, metadata)",
         f"{BASE_LINES + 7}: routes[1].id: route 'a' is already defined at routes[0]",
         f'{BASE_LINES + 8}: routes[1].uri: "ftp://x" is not lb://SERVICE, http://HOST:PORT '
         "or https://HOST:PORT",
@@ -1626,4 +1626,88 @@ routes:
     assert dict_errors(route_with("filters", ["ForwardClientCert="])) == [
         "routes[0].filters[0]: ForwardClientCert needs a listener with tls.client_auth: "
         "optional or require",
+    ]
+
+
+# --- cors and python_filters ------------------------------------------------------------
+
+
+def test_cors_reads_scg_globalcors_with_relaxed_keys(tmp_path):
+    config = load_config(write(tmp_path, extended("""
+        cors:
+          corsConfigurations:
+            '[/api/**]':
+              allowed-origins: https://a.test, https://b.test
+              allowed_methods: [GET, POST]
+              max-age: 1m
+          add-to-simple-url-handler-mapping: true
+        services:
+          svc: {instances: http://svc}
+        routes:
+          - id: r
+            uri: lb://svc
+            auth: none
+            metadata: {cors: {allowedOriginPatterns: "https://*.c.test"}, owner: team-a}
+    """)))
+    [(path, policy)] = config.cors.configurations
+    assert path == "/api/**"
+    assert policy.allowed_origins == ("https://a.test", "https://b.test")
+    assert (policy.allowed_methods, policy.max_age) == (("GET", "POST"), 60)
+    assert config.cors.add_to_simple_url_handler_mapping is True
+    assert config.routes[0].cors.allowed_origin_patterns == ("https://*.c.test",)
+
+
+def test_bad_cors_sections(tmp_path):
+    assert errors(tmp_path, extended("""
+        cors:
+          cors-configurations:
+            api/**: {allowedOrigins: https://a.test}
+            '[/x]': 5
+            '[/y]':
+              allowedOrigins: [https://a.test, 7]
+              allowedMethods: "GET, PO ST"
+              allowCredentials: maybe
+              allowedOriginPatterns: "https://a.test:[x]"
+          add-to-simple-url-handler-mapping: 1
+          mode: on
+    """)) == [
+        f'{BASE_LINES + 3}: cors.cors-configurations["api/**"]: "api/**" is not a path pattern '
+        "such as '[/**]'",
+        f'{BASE_LINES + 4}: cors.cors-configurations["[/x]"]: expected a mapping, got 5',
+        f'{BASE_LINES + 6}: cors.cors-configurations["[/y]"].allowedOrigins: expected text, '
+        "got 7",
+        f'{BASE_LINES + 7}: cors.cors-configurations["[/y]"].allowedMethods: '
+        "'PO ST' is not a method or '*'",
+        f'{BASE_LINES + 8}: cors.cors-configurations["[/y]"].allowCredentials: '
+        'expected true or false, got "maybe"',
+        f'{BASE_LINES + 9}: cors.cors-configurations["[/y]"].allowedOriginPatterns: '
+        "'https://a.test:[x]': ports are numbers or *",
+        f"{BASE_LINES + 10}: cors.add-to-simple-url-handler-mapping: expected true or false, "
+        "got 1",
+        f"{BASE_LINES + 11}: cors.mode: unknown key (known: cors-configurations, "
+        "add-to-simple-url-handler-mapping)",
+    ]
+
+
+def test_bad_python_filters(tmp_path):
+    (tmp_path / "f.py").write_text("")
+    assert errors(tmp_path, extended("""
+        services:
+          svc: {instances: http://svc}
+        routes:
+          - {id: orders, uri: lb://svc, auth: none}
+        python_filters:
+          - missing.py
+          - "not a module"
+          - {module: a.b, file: f.py}
+          - {file: f.py, routes: [order]}
+          - 5
+    """)) == [
+        f"{BASE_LINES + 6}: python_filters[0]: no such file: {tmp_path / 'missing.py'}",
+        f'{BASE_LINES + 7}: python_filters[1]: "not a module" is not a module name (a.b.c) '
+        "or a .py file",
+        f"{BASE_LINES + 8}: python_filters[2]: takes one of module: NAME or file: PATH",
+        f"{BASE_LINES + 9}: python_filters[3].routes: unknown route 'order' "
+        "(did you mean 'orders'?)",
+        f"{BASE_LINES + 10}: python_filters[4]: expected a mapping, got 5",
     ]

@@ -23,6 +23,7 @@ from fastgw._core._router_py import (
     validate_host_pattern,
     validate_path_pattern,
 )
+from fastgw.cors import CorsPolicy, CorsSection, check_policy, origin_pattern
 from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
 
 from .errors import ConfigError
@@ -41,6 +42,7 @@ from .model import (
     LogTarget,
     Predicate,
     Provider,
+    PythonFilters,
     RateLimit,
     Redis,
     Route,
@@ -291,6 +293,9 @@ class _Reader:
         audit = top.section("audit", self.log_target)
         access_log = top.section("access_log", self.log_target)
         routes = top.section("routes", lambda value, at: self.items(value, at, self.route), [])
+        cors = top.section("cors", self.cors)
+        python_filters = top.section(
+            "python_filters", lambda value, at: self.items(value, at, self.python_filters), [])
         if self.errors:
             raise ConfigError(_in_file_order(self.errors))
         return Config(
@@ -305,6 +310,8 @@ class _Reader:
             audit=audit,
             access_log=access_log,
             routes=tuple(routes),
+            cors=cors,
+            python_filters=tuple(python_filters),
             source=self.document.file,
             **settings,
         )
@@ -628,7 +635,7 @@ class _Reader:
     # --- routes --------------------------------------------------------------------------------
 
     def route(self, value: Any, at: Spot) -> Route | None:
-        f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters"))
+        f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters", "metadata"))
         route_id = f.get("id", _text, required=True)
         if route_id is not None:
             if route_id in self.route_ids:
@@ -650,12 +657,14 @@ class _Reader:
             )
         read_filter = partial(self.filter, auth=auth, label=label)
         filters = f.section("filters", lambda v, s: self.items(v, s, read_filter), [])
+        cors = f.section("metadata", self.route_cors)
         if route_id is None or target is None:
             return None
         uri, service, instance = target
         if instance is not None and service not in self.services:
             self.services[service] = Service(service, (instance,), line=f.spot("uri").line)
-        return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line)
+        return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line,
+                     cors=cors)
 
     def predicates(self, value: Any, at: Spot) -> list[Predicate]:
         first: dict[str, str] = {}
@@ -790,10 +799,166 @@ class _Reader:
                 )
 
 
+    # --- CORS and Python filters ------------------------------------------------------------
+
+    def cors(self, value: Any, at: Spot) -> CorsSection:
+        """fastgw's ``cors:``, shaped as SCG's ``spring.cloud.gateway.globalcors``."""
+        settings = self.relaxed(value, at, _CORS_SECTION_KEYS)
+        configurations = []
+        if "configurations" in settings:
+            table, spot = settings["configurations"]
+            if not isinstance(table, LineMap):
+                raise ValueError(f"expected a mapping of path patterns to CORS policies, "
+                                 f"got {show(table)}")
+            for pattern, item in table.items():
+                where = spot.key(pattern, table.lines[pattern])
+                path = pattern.removeprefix("[").removesuffix("]")
+                if not path.startswith("/"):
+                    self.error(where, f"{show(pattern)} is not a path pattern such as '[/**]'")
+                    continue
+                policy = self.apply(self.cors_policy, item, where)
+                if policy is not None:
+                    configurations.append((path, policy))
+        simple = False
+        if "simple" in settings:
+            item, spot = settings["simple"]
+            simple = self.apply(lambda v, _: _boolean(v), item, spot) or False
+        return CorsSection(tuple(configurations), simple)
+
+    def route_cors(self, value: Any, at: Spot) -> CorsPolicy | None:
+        """A route's ``metadata``: free-form, as in SCG, but for ``cors``."""
+        if not isinstance(value, LineMap):
+            raise ValueError(f"expected a mapping, got {show(value)}")
+        if "cors" not in value:
+            return None
+        return self.apply(self.cors_policy, value["cors"], at.key("cors", value.lines["cors"]))
+
+    def cors_policy(self, value: Any, at: Spot) -> CorsPolicy:
+        settings = self.relaxed(value, at, _CORS_POLICY_KEYS)
+        values = {}
+        for name, (item, spot) in settings.items():
+            result = self.apply(lambda v, _, name=name: _CORS_CONVERT[name](v), item, spot)
+            if result is not None:
+                values[name] = result
+        policy = CorsPolicy(**values, line=at.line)
+        problem = check_policy(policy)
+        if problem:
+            self.error(settings.get("allow_credentials", (None, at))[1], problem)
+        return policy
+
+    def relaxed(self, value: Any, at: Spot, known: dict[str, str]) -> dict[str, tuple[Any, Spot]]:
+        """Keys as Spring binds them (allowedOrigins, allowed-origins, allowed_origins),
+        under the names in KNOWN, each with its value and spot."""
+        if not isinstance(value, LineMap):
+            raise ValueError(f"expected a mapping, got {show(value)}")
+        found = {}
+        for key, item in value.items():
+            spot = at.key(key, value.lines[key])
+            name = known.get(key.replace("-", "").replace("_", "").lower())
+            if name is None:
+                self.error(spot, "unknown key" + _hint(key, _spring_names(known)))
+            elif item is not UNSET:
+                found[name] = (item, spot)
+        return found
+
+    def python_filters(self, value: Any, at: Spot) -> PythonFilters | None:
+        if isinstance(value, str):
+            value_map = None
+            module, file, routes = (None, value, None) if _is_file(value) else (value, None, None)
+        else:
+            value_map = self.fields(value, at, ("module", "file", "routes"))
+            module = value_map.get("module", _text)
+            file = value_map.get("file", _text)
+            routes = value_map.section("routes", self.scalars(_text))
+            if (module is None) == (file is None):
+                raise ValueError("takes one of module: NAME or file: PATH")
+        if file is not None:
+            try:
+                file = self.file(file)
+            except ValueError as exc:
+                self.error(value_map.spot("file") if value_map else at, str(exc))
+                return None
+        elif not all(part.isidentifier() for part in module.split(".")):
+            raise ValueError(f"{show(module)} is not a module name (a.b.c) or a .py file")
+        for route_id in routes or ():
+            if route_id not in self.route_ids:
+                self.error(value_map.spot("routes"),
+                           f"unknown route {route_id!r}{_hint(route_id, self.route_ids)}")
+        return PythonFilters(module, file, routes, line=at.line)
+
+
 _TOP_KEYS = (
     "listeners", "admin", "workers", "trusted_proxies", "limits", "drain_timeout", "auth",
-    "services", "rate_limits", "redis", "audit", "access_log", "routes",
+    "services", "rate_limits", "redis", "audit", "access_log", "routes", "cors",
+    "python_filters",
 )  # fmt: skip
+_CORS_SECTION_KEYS = {"corsconfigurations": "configurations",
+                      "addtosimpleurlhandlermapping": "simple"}  # fmt: skip
+_CORS_POLICY_KEYS = {
+    "allowedorigins": "allowed_origins", "allowedoriginpatterns": "allowed_origin_patterns",
+    "allowedmethods": "allowed_methods", "allowedheaders": "allowed_headers",
+    "exposedheaders": "exposed_headers", "allowcredentials": "allow_credentials",
+    "maxage": "max_age",
+}  # fmt: skip
+
+
+def _spring_names(known: dict[str, str]) -> list[str]:
+    """Each relaxed key as SCG's reference writes it."""
+    spelled = {
+        "configurations": "cors-configurations",
+        "simple": "add-to-simple-url-handler-mapping",
+    }
+    return [spelled.get(name, re.sub(r"_(.)", lambda m: m[1].upper(), name))
+            for name in known.values()]
+
+
+def _is_file(text: str) -> bool:
+    return text.endswith(".py") or "/" in text
+
+
+def _cors_list(check: Callable[[str], str]) -> Convert:
+    """A list, or Spring's comma-separated text, of values passed through CHECK."""
+
+    def convert(value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            items = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, LineList):
+            items = [_text(v).strip() for v in value]
+        else:
+            raise ValueError(f"expected a list or comma-separated text, got {show(value)}")
+        return tuple(check(v) for v in items)
+
+    return convert
+
+
+def _cors_origin(text: str) -> str:
+    if text == "*":
+        return text
+    scheme, sep, rest = text.partition("://")
+    if not sep or scheme not in ("http", "https") or not rest or "/" in rest.rstrip("/"):
+        raise ValueError(f"{text!r} is not an origin (scheme://host[:port]) or '*'; "
+                         "use allowedOriginPatterns for wildcards")
+    return text
+
+
+def _cors_origin_pattern(text: str) -> str:
+    origin_pattern(text)
+    return text
+
+
+def _cors_token(what: str) -> Callable[[str], str]:
+    def check(text: str) -> str:
+        if text != "*" and not _TOKEN.fullmatch(text):
+            raise ValueError(f"{text!r} is not {what} or '*'")
+        return text
+
+    return check
+
+
+def _max_age(value: Any) -> int:
+    return int(parse_duration(value))
+
+
 _LIMIT_KEYS = (
     "max_request_line", "max_header_bytes", "max_headers", "max_body",
     "header_timeout", "idle_timeout", "max_connections",
@@ -1164,3 +1329,14 @@ def _validate_filter(name: str, args: tuple[str, ...]) -> str | None:
     from fastgw.filters import validate_filter
 
     return validate_filter(name, args)
+
+
+_CORS_CONVERT: dict[str, Convert] = {
+    "allowed_origins": _cors_list(_cors_origin),
+    "allowed_origin_patterns": _cors_list(_cors_origin_pattern),
+    "allowed_methods": _cors_list(_cors_token("a method")),
+    "allowed_headers": _cors_list(_cors_token("a header name")),
+    "exposed_headers": _cors_list(_cors_token("a header name")),
+    "allow_credentials": _boolean,
+    "max_age": _max_age,
+}

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..cors import CorsPolicy, CorsSection
 
 KiB = 1024
 MiB = 1024 * 1024
@@ -183,6 +187,17 @@ class Route:
     auth: str = "jwt"  # jwt | mtls | jwt_or_mtls | none
     filters: tuple[FilterSpec, ...] = ()
     line: int = 0
+    cors: CorsPolicy | None = None  # metadata.cors
+
+
+@dataclass(frozen=True, slots=True)
+class PythonFilters:
+    """One ``python_filters`` entry: a module name or a file, for some routes or all."""
+
+    module: str | None = None
+    file: str | None = None
+    routes: tuple[str, ...] | None = None  # None: every route
+    line: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,4 +220,6 @@ class Config:
     audit: LogTarget | None = None
     access_log: LogTarget | None = None
     routes: tuple[Route, ...] = ()
+    cors: CorsSection | None = None
+    python_filters: tuple[PythonFilters, ...] = ()
     source: str = "<dict>"

@@ -8,6 +8,7 @@ class Request:
         "claims",
         "client_cert",
         "client_ip",
+        "context",  # set by a route's Python filters only (fastgw.filters.python.Context)
         "forwarded_for",
         "headers",
         "host",

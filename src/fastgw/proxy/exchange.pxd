@@ -28,6 +28,8 @@ cdef class Exchange:
     cpdef finish(self)
     cpdef client_gone(self)
     cpdef wake_body(self)
+    cpdef respond(self, status, headers, body)
+    cpdef _answering(self, status)
     cpdef respond_error(self, status, error=*, headers=*)
     cpdef send_continue(self)
     cpdef request_head(self)

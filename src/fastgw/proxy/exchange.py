@@ -47,17 +47,26 @@ NONE, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 
 
 class Rejection:
-    """A check's verdict against a request: the status and what goes with it."""
+    """A check's verdict against a request: the status and what goes with it.
 
-    __slots__ = ("error", "headers", "status")
+    With a ``body`` it is a whole answer of the check's own (a CORS preflight,
+    a Python filter's response) instead of the gateway's JSON error.
+    """
 
-    def __init__(self, status: int, error: str | None = None, headers=()) -> None:
+    __slots__ = ("body", "error", "headers", "status")
+
+    def __init__(self, status: int, error: str | None = None, headers=(),
+                 body: bytes | None = None) -> None:
         self.status = status
         self.error = error
         self.headers = headers
+        self.body = body
 
     def answer(self, ex: Exchange) -> None:
-        ex.respond_error(self.status, self.error, self.headers)
+        if self.body is None:
+            ex.respond_error(self.status, self.error, self.headers)
+        else:
+            ex.respond(self.status, self.headers, self.body)
 
 
 class Exchange:
@@ -170,7 +179,9 @@ class Exchange:
             hit = snapshot.router.match(request.method, request.host, request.path,
                                         request.headers.getall)
             if hit is None:
-                self.respond_error(404)
+                cors = snapshot.unrouted_cors
+                if cors is None or not cors.answer_unrouted(self):
+                    self.respond_error(404)
                 self.finish()
                 return
             route = self.route = snapshot.routes[hit[0]]
@@ -360,7 +371,9 @@ class Exchange:
             tried = self._tried
             log.warning("request %s route %s: %s (%s)", self.request.request_id, self.route.id,
                         error.reason, tried.name if tried else self.route.service.name)
-            self.respond_error(error.status)
+            python = self.route.python
+            if python is None or not python.failed(self, error):
+                self.respond_error(error.status)
         self.finish()
 
     def finish(self) -> None:
@@ -442,11 +455,33 @@ class Exchange:
 
     # -- answers of the gateway's own ------------------------------------------------
 
-    def respond_error(self, status: int, error: str | None = None, headers=()) -> None:
+    def respond(self, status: int, headers, body: bytes) -> None:
+        """An answer of the gateway's own: HEADERS as (name, value) pairs, and BODY."""
+        self._answering(status)
+        request = self.request
+        parts = [status_line(status)]
+        for name, value in headers:
+            parts.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if status not in NO_BODY_STATUS:
+            parts.append(b"Content-Length: %d\r\n" % len(body))
+        parts += (self.extra_headers, b"X-Request-Id: ", request.request_id_bytes, b"\r\n")
+        if not self.keep_alive:
+            parts.append(b"Connection: close\r\n")
+        parts.append(b"\r\n")
+        if self.method != "HEAD" and status not in NO_BODY_STATUS:
+            parts.append(body)
+        data = b"".join(parts)
+        self.response_bytes += len(data)
+        self.connection.write(data)
+
+    def _answering(self, status: int) -> None:
         self.status = status
         self.response_started = True
         if (self.has_body and not self.body_done) or self.connection.draining:
             self.keep_alive = False
+
+    def respond_error(self, status: int, error: str | None = None, headers=()) -> None:
+        self._answering(status)
         request = self.request
         request_id = request.request_id if request else self.connection.new_request_id()
         data = error_response(

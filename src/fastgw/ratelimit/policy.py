@@ -147,7 +147,7 @@ class RateLimiter:
                 decision = decide(((limit, f"{kind}={key}"),))
                 if not decision.allowed:
                     return self.reject(ex, decision, {limit.name: kind})
-                ex.extra_headers = rate_lines(decision)
+                ex.extra_headers += rate_lines(decision)
                 return None
 
             return rate_limit_one
@@ -162,7 +162,7 @@ class RateLimiter:
                     return self.reject(ex, decision, kinds_of(local, kinds))
             if shared:
                 return after_redis(ex, decision)
-            ex.extra_headers = rate_lines(decision)
+            ex.extra_headers += rate_lines(decision)
             return None
 
         async def after_redis(ex, local_decision):
@@ -172,7 +172,7 @@ class RateLimiter:
                 return self.reject(ex, decision, kinds_of(shared, kinds))
             if local_decision is not None and local_decision.remaining < decision.remaining:
                 decision = local_decision
-            ex.extra_headers = rate_lines(decision)
+            ex.extra_headers += rate_lines(decision)
             return None
 
         return rate_limit

@@ -4,6 +4,7 @@
   receives and answers echo, download, slow, reset and close routes;
 - ``InProcessGateway``: a gateway on its own event loop in a thread of the
   test's process; ``fastgw.testing.plugin`` makes it a pytest fixture;
+- ``filters_config``: a config that serves an upstream through Python filters;
 - ``GatewayProcess``: runs ``python -m fastgw run -c FILE`` on free ports and
   waits until it is ready;
 - ``free_port``: a loopback TCP port nobody listens on right now;
@@ -13,7 +14,7 @@
 """
 
 from .certs import IssuedCert, TestPKI
-from .gateway import InProcessGateway
+from .gateway import InProcessGateway, Response, filters_config
 from .idp import IdentityProvider, SigningKey, jwks, mint_token
 from .process import GatewayProcess, GatewayStartError, free_port
 from .upstream import PATTERN, RecordedRequest, RecordingUpstream, pattern_bytes
@@ -27,8 +28,10 @@ __all__ = [
     "IssuedCert",
     "RecordedRequest",
     "RecordingUpstream",
+    "Response",
     "SigningKey",
     "TestPKI",
+    "filters_config",
     "free_port",
     "jwks",
     "mint_token",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -62,8 +64,49 @@ class InProcessGateway(BackgroundServer):
     def ready(self) -> bool:
         return self.gateway.ready
 
+    def fetch(self, method: str, path: str, headers: dict | None = None,
+              body: bytes | None = None, timeout: float = 10) -> Response:
+        """One request over a fresh connection to the first listener."""
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers or {})
+            response = connection.getresponse()
+            return Response(response.status, response.getheaders(), response.read())
+        finally:
+            connection.close()
+
     def reload(self, config: Config | dict | str | Path) -> None:
         """Swap in CONFIG; raises (keeping the running one) if it cannot be built."""
         config = config if isinstance(config, Config) else load_config(config)
         self.call(self.gateway.reload(config))
         self.config = config
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def header(self, name: str) -> str | None:
+        """The first value of header NAME (any case), or None."""
+        name = name.lower()
+        return next((v for n, v in self.headers if n.lower() == name), None)
+
+
+def filters_config(filters, upstream_url: str, **changes) -> dict:
+    """A config that serves every path from UPSTREAM_URL through Python FILTERS.
+
+    FILTERS are ``python_filters`` entries: a file path or module name each, or
+    a mapping with ``routes``. The one route is ``app`` (``Path=/**``, no
+    authentication) to the service ``app``; CHANGES replace top-level keys.
+    """
+    entries = [str(f) if isinstance(f, Path) else f for f in filters]
+    return {
+        "listeners": [{"address": "127.0.0.1:0"}],
+        "admin": None,
+        "services": {"app": {"instances": [upstream_url]}},
+        "routes": [{"id": "app", "uri": "lb://app", "predicates": ["Path=/**"], "auth": "none"}],
+        "python_filters": entries,
+        **changes,
+    }

@@ -5,14 +5,17 @@
   (a dict, a ``Config`` or a file path) and stops it after the test;
 - ``fastgw_upstream``: a ``RecordingUpstream`` that records what reached it;
 - ``fastgw_identity_provider``: a local OpenID Connect provider with a JWKS;
-  its ``mint(...)`` signs tokens.
+  its ``mint(...)`` signs tokens;
+- ``fastgw_filters``: ``fastgw_filters("filters.py", ...)`` starts a gateway
+  that serves every path from ``fastgw_upstream`` through those Python
+  filters (see ``filters_config`` for the config and what changes it).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from .gateway import InProcessGateway
+from .gateway import InProcessGateway, filters_config
 from .idp import IdentityProvider
 from .upstream import RecordingUpstream
 
@@ -41,3 +44,11 @@ def fastgw_upstream():
 def fastgw_identity_provider():
     with IdentityProvider() as provider:
         yield provider
+
+
+@pytest.fixture
+def fastgw_filters(fastgw_gateway, fastgw_upstream):
+    def start(*filters, **changes) -> InProcessGateway:
+        return fastgw_gateway(filters_config(filters, fastgw_upstream.url, **changes))
+
+    return start
