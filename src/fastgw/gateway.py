@@ -29,6 +29,7 @@ from .config.model import Route
 from .filters import POLICY, build_filter
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge, method_index
+from .predicates import INDEXED, build_test, weight_groups
 from .proxy.connection import ClientConnection
 from .proxy.deadlines import Deadlines
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
@@ -62,6 +63,7 @@ class RouteRuntime:
         "checks",
         "config",
         "forward_client_cert",
+        "host_header",
         "id",
         "rate_limits",
         "request_filters",
@@ -83,6 +85,7 @@ class RouteRuntime:
         self.rate_limits: tuple[str, ...] = ()
         self.token_relay = False
         self.forward_client_cert: tuple[str, ...] | None = None
+        self.host_header: str | None = None  # "": the client's Host; None: the instance's
         request_filters = []
         response_filters = []
         for spec in route.filters:
@@ -93,6 +96,10 @@ class RouteRuntime:
                     self.forward_client_cert = spec.args or ("Hash", "Subject", "URI", "DNS")
                 elif spec.name == "RequireScopes":
                     self.scopes += spec.args
+                elif spec.name == "PreserveHostHeader":
+                    self.host_header = ""
+                elif spec.name == "SetRequestHostHeader":
+                    self.host_header = spec.args[0]
                 else:
                     self.rate_limits += spec.args
                 continue
@@ -120,10 +127,15 @@ class RouteRuntime:
         self.checks = tuple(checks)
 
 
-def route_spec(route: Route):
+def route_spec(route: Route, index: int = 0, trusted=(), groups=None):
+    """The route as the router takes it; predicates it cannot index become tests."""
     paths = methods = hosts = None
     headers = []
+    tests = []
     for p in route.predicates:
+        if p.kind not in INDEXED:
+            tests.append(build_test(p, index, trusted, groups or {}))
+            continue
         if p.kind == "Path":
             if paths is not None:
                 raise ValueError("one Path predicate per route (list patterns in it instead)")
@@ -137,7 +149,7 @@ def route_spec(route: Route):
             hosts = p.args
         elif p.kind == "Header":
             headers.append((p.args[0].lower(), p.args[1] if len(p.args) > 1 else ""))
-    return (paths, methods, hosts, tuple(headers))
+    return (paths, methods, hosts, tuple(headers), tuple(tests))
 
 
 class Snapshot:
@@ -166,10 +178,11 @@ class Snapshot:
             self.services[name] = ServiceRuntime(service, loop, ssl=context, metrics=metrics)
         self.routes: list[RouteRuntime] = []
         specs = []
+        groups = weight_groups(config.routes)
         for i, route in enumerate(config.routes):
             where = (config.source, route.line, f"routes[{i}] ({route.id})")
             try:
-                specs.append(route_spec(route))
+                specs.append(route_spec(route, i, config.trusted_proxies, groups))
                 self.routes.append(
                     RouteRuntime(route, self.services[route.service], authenticator, limiter,
                                  metrics)

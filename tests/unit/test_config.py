@@ -423,7 +423,7 @@ def test_config_error_text_and_pickling():
 def test_dicts_report_paths_without_lines():
     assert dict_errors({
         "listeners": [{"address": "nowhere"}],
-        "routes": [{"id": "a", "uri": "lb://x", "auth": "none", "filters": ["Foo="]}],
+        "routes": [{"id": "a", "uri": "lb://x", "auth": "none", "filters": ["Zzz="]}],
         1: "x",
         "workers": {1, 2},
     }) == [
@@ -432,9 +432,14 @@ def test_dicts_report_paths_without_lines():
         'listeners[0].address: "nowhere" is not HOST:PORT '
         "(an IPv6 host goes in brackets: [::1]:8080)",
         "routes[0].uri: unknown service 'x'",
-        "routes[0].filters[0]: unknown filter 'Foo' (known: AddRequestHeader, "
-        "AddResponseHeader, ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, "
-        "RewritePath, SetRequestHeader, StripPrefix, TokenRelay)",
+        "routes[0].filters[0]: unknown filter 'Zzz' (known: AddRequestHeader, "
+        "AddRequestHeadersIfNotPresent, AddRequestParameter, AddResponseHeader, "
+        "DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
+        "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
+        "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
+        "RequireScopes, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
+        "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
+        "TokenRelay)",
     ]
 
 
@@ -1126,7 +1131,17 @@ def test_predicate_lines(tmp_path):
     ("item", "message"),
     [
         ("Paht=/x", "unknown predicate 'Paht' (did you mean 'Path'?)"),
-        ("Cookie=a, b", "unknown predicate 'Cookie' (known: Path, Method, Host, Header)"),
+        ("Cokie=a, b", "unknown predicate 'Cokie' (did you mean 'Cookie'?)"),
+        ("Zzz=a", "unknown predicate 'Zzz' (known: Path, After, Before, Between, Cookie, "
+                  "Query, RemoteAddr, XForwardedRemoteAddr, Weight, Method, Host, Header)"),
+        ("After=2017-01-20", '"2017-01-20" has no offset or zone (write -07:00 or [Region/City])'),
+        ("After=2017-01-20T17:42:47-07:00[Mars/Base]",
+         '"2017-01-20T17:42:47-07:00[Mars/Base]": unknown time zone \'Mars/Base\''),
+        ("Between=2017-01-21T00:00Z, 2017-01-20T00:00Z",
+         "Between: the first date-time must come before the second"),
+        ("RemoteAddr=10.0.0.0/33", '"10.0.0.0/33" is not an address or CIDR like 192.168.0.1/16'),
+        ("Weight=group1", "Weight takes GROUP, WEIGHT (a whole number)"),
+        ("Cookie=a", "Cookie takes NAME, REGEXP"),
         ("Path=", "Path needs at least one pattern"),
         ("Path=a/b", "path pattern 'a/b' must start with '/'"),
         ("Method=PO ST", 'Method: "PO ST" is not a method name'),
@@ -1137,11 +1152,12 @@ def test_predicate_lines(tmp_path):
         ("Header=X, (a+)+", "header regex '(a+)+' nests an unbounded repeat inside another, "
                             "which can backtrack without end; make one possessive (*+, ++) "
                             "or atomic (?>...)"),
-        ("/orders/**", '"/orders/**" is not NAME=ARGS (a filter without arguments is NAME=)'),
+        ("/orders/**", '"/orders/**" is not NAME=ARGS or NAME'),
+        ("Path=#{@paths}", '"Path=#{@paths}" holds a SpEL expression (#{...}), which needs a JVM'),
         (42, "expected NAME=ARGS or {name: NAME, args: ...}, got 42"),
         ({"args": {}}, "'name' is required"),
         ({"name": "Path", "args": {"pattern": "/x"}},
-         "Path has no argument 'pattern' (arguments: patterns)"),
+         "Path has no argument 'pattern' (arguments: patterns, matchTrailingSlash)"),
         ({"name": "Path", "args": {"patterns": [{"a": 1}]}},
          "an argument must be text or a number, not a mapping"),
     ],
@@ -1245,9 +1261,23 @@ def test_rewrite_path_in_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("Foo=1", "unknown filter 'Foo' (known: AddRequestHeader, AddResponseHeader, "
-                  "ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, RewritePath, "
-                  "SetRequestHeader, StripPrefix, TokenRelay)"),
+        ("AddReqestHeader=a, b", "unknown filter 'AddReqestHeader' (did you mean "
+                                 "'AddRequestHeader'?)"),
+        ("ModifyRequestBody", "ModifyRequestBody is not available: it runs a Java "
+                              "RewriteFunction on the body (a Python filter can)"),
+        ("ModifyResponseBody", "ModifyResponseBody is not available: it runs a Java "
+                               "RewriteFunction on the body (a Python filter can)"),
+        ("JsonToGrpc=a, b", "JsonToGrpc is not available: it needs Java protobuf descriptors"),
+        ("SaveSession", "SaveSession is not available: there is no Spring WebSession in fastgw"),
+        ("CacheRequestBody", "CacheRequestBody is not available: it keeps the body for Java "
+                             "code later in the chain"),
+        ("SetStatus=NOPE", "SetStatus: 'NOPE' is not a status code here"),
+        ("RedirectTo=200, /x", "RedirectTo: '200' is not a status code here"),
+        ("RequestSize=5 parsecs", "RequestSize: '5 parsecs' is not a size like 5000000 or 5MB"),
+        ("DedupeResponseHeader=X-A, RETAIN_SOME", "DedupeResponseHeader: strategy is one of "
+                                                 "RETAIN_FIRST, RETAIN_LAST, RETAIN_UNIQUE"),
+        ("PreserveHostHeader=x", "PreserveHostHeader takes no argument"),
+        ("SetRequestHostHeader=a b", "SetRequestHostHeader takes one host name, not 'a b'"),
         ("RequireScopes=", "RequireScopes needs at least one scope"),
         ("RequireScopes=read orders", 'RequireScopes: "read orders" is not one scope '
                                       "(separate scopes with commas)"),

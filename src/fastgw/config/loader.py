@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +23,7 @@ from fastgw._core._router_py import (
     validate_host_pattern,
     validate_path_pattern,
 )
+from fastgw.predicates import CHECKS as PREDICATE_CHECKS
 from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
 
 from .errors import ConfigError
@@ -66,6 +67,7 @@ from .spring import (
     expanded_args,
     python_regex,
     python_replacement,
+    refuse_spel,
     split_shortcut,
 )
 from .units import parse_duration, parse_rate, parse_size, show
@@ -198,6 +200,9 @@ class _Reader:
         self.rate_limits: dict[str, RateLimit] = {}
         self.route_ids: dict[str, str] = {}
         self.has_redis = False
+        self.spring = False  # routes under spring.cloud.gateway: SCG's defaults
+        self.default_filters: tuple[Any, Spot] | None = None
+        self.cors: tuple[Any, Spot] | None = None  # globalcors, for the cors: section
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -291,6 +296,10 @@ class _Reader:
         audit = top.section("audit", self.log_target)
         access_log = top.section("access_log", self.log_target)
         routes = top.section("routes", lambda value, at: self.items(value, at, self.route), [])
+        if "spring" in top:
+            if routes:
+                self.error(top.spot("spring"), "routes are either under routes: or under spring:")
+            routes = top.section("spring", self.spring_layout, [])
         if self.errors:
             raise ConfigError(_in_file_order(self.errors))
         return Config(
@@ -627,8 +636,79 @@ class _Reader:
 
     # --- routes --------------------------------------------------------------------------------
 
+    # --- the Spring Cloud Gateway layout ----------------------------------------------------
+
+    def spring_layout(self, value: Any, at: Spot) -> list[Route]:
+        """``spring.cloud.gateway`` (or SCG 4's ``.server.webflux``): routes in ``order``."""
+        f = self.fields(value, at, ("cloud", "application", "profiles", "main"))
+        cloud = f.section("cloud", lambda v, s: self.fields(v, s, ("gateway",)))
+        if cloud is None:
+            return []
+        self.spring = True
+        return cloud.section("gateway", self.spring_gateway, [])
+
+    def spring_gateway(self, value: Any, at: Spot) -> list[Route]:
+        f = self.spring_fields(value, at, _SPRING_GATEWAY_KEYS)
+        if "server" in f:
+            server = f.section("server", lambda v, s: self.fields(v, s, ("webflux",)))
+            if server is not None and "webflux" in server:
+                if "routes" in f:
+                    self.error(f.spot("server"), "routes are either under gateway or under "
+                               "gateway.server.webflux")
+                return server.section("webflux", self.spring_gateway, [])
+        if "globalcors" in f:
+            # fastgw's own cors: section has globalcors's shape.
+            self.cors = f.section("globalcors", lambda v, s: (v, s))
+        self.default_filters = f.section("default-filters", lambda v, s: (v, s))
+        routes = f.section("routes", lambda v, s: self.items(v, s, self.route), [])
+        return sorted(routes, key=lambda route: route.order)
+
+    def spring_fields(self, value: Any, at: Spot, known: tuple[str, ...]) -> _Fields:
+        """Fields with Spring's relaxed binding: ``defaultFilters`` is ``default-filters``;
+        settings only a JVM can use are named as such."""
+        if isinstance(value, LineMap):
+            relaxed = LineMap()
+            for key, item in value.items():
+                kebab = _kebab(key)
+                if kebab in _JVM_KEYS:
+                    self.error(at.key(key, value.lines[key]), f"{key} {_JVM_KEYS[kebab]}")
+                    continue
+                if isinstance(item, str) and "#{" in item:
+                    self.apply(lambda v, _: refuse_spel(v), item, at.key(key, value.lines[key]))
+                    continue
+                relaxed[kebab] = item
+                relaxed.lines[kebab] = value.lines[key]
+            value = relaxed
+        return self.fields(value, at, known)
+
+    def route_metadata(self, value: Any, at: Spot) -> dict[str, Any]:
+        """``response-timeout`` and ``connect-timeout`` in milliseconds, as SCG reads them;
+        ``cors`` passes through to the CORS settings."""
+        f = self.spring_fields(value, at, ("response-timeout", "connect-timeout", "cors"))
+        found = {
+            key.replace("-", "_"): f.get(key, _millis)
+            for key in ("response-timeout", "connect-timeout")
+            if key in f
+        }
+        if "cors" in f:
+            found["cors"] = f.section("cors", lambda v, s: v)
+        return {key: value for key, value in found.items() if value is not None}
+
+    def timed_service(self, service: str, route_id: str, metadata: dict, line: int) -> str:
+        """A route with its own timeouts gets its own copy of its service (and pool)."""
+        timeouts = {k: v for k, v in metadata.items() if k.endswith("_timeout")}
+        base = self.services.get(service)
+        if not timeouts or base is None:
+            return service
+        name = f"{service}#{route_id}"
+        self.services[name] = replace(base, name=name, line=line, **timeouts)
+        return name
+
     def route(self, value: Any, at: Spot) -> Route | None:
-        f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters"))
+        if self.spring:
+            f = self.spring_fields(value, at, _SPRING_ROUTE_KEYS)
+        else:
+            f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters"))
         route_id = f.get("id", _text, required=True)
         if route_id is not None:
             if route_id in self.route_ids:
@@ -639,7 +719,9 @@ class _Reader:
             self.route_ids.setdefault(route_id, at.path)
         target = f.get("uri", self.route_target, required=True)
         predicates = f.section("predicates", self.predicates, [])
-        auth = f.get("auth", _choice(*AUTH_MODES), None if "auth" in f else "jwt")
+        # SCG routes are open unless the file declares token providers.
+        default_auth = "jwt" if self.providers_declared or not self.spring else "none"
+        auth = f.get("auth", _choice(*AUTH_MODES), None if "auth" in f else default_auth)
         label = f"route {route_id!r}" if route_id is not None else "this route"
         if auth in ("jwt", "jwt_or_mtls") and not self.providers_declared:
             self.error(f.spot("auth"), f"{label} needs auth.jwt.providers (or auth: none)")
@@ -650,12 +732,20 @@ class _Reader:
             )
         read_filter = partial(self.filter, auth=auth, label=label)
         filters = f.section("filters", lambda v, s: self.items(v, s, read_filter), [])
+        if self.default_filters is not None:
+            defaults, spot = self.default_filters
+            read_defaults = partial(self.items, read=read_filter)
+            filters = [*(self.apply(read_defaults, defaults, spot) or ()), *filters]
+        order = f.get("order", _order, 0)
+        metadata = f.section("metadata", self.route_metadata, {})
         if route_id is None or target is None:
             return None
         uri, service, instance = target
         if instance is not None and service not in self.services:
             self.services[service] = Service(service, (instance,), line=f.spot("uri").line)
-        return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line)
+        service = self.timed_service(service, route_id, metadata, at.line)
+        return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line,
+                     order=order, cors=metadata.get("cors"))
 
     def predicates(self, value: Any, at: Spot) -> list[Predicate]:
         first: dict[str, str] = {}
@@ -710,9 +800,11 @@ class _Reader:
         if form is None:
             return None
         name, args = form
+        if name == "Path":
+            return Predicate(name, _path_args(args, self.spring), line=at.line)
         check = _PREDICATES.get(name)
         if check is None:
-            raise ValueError(f"unknown predicate {name!r}{_hint(name, _PREDICATES)}")
+            raise ValueError(f"unknown predicate {name!r}{_hint(name, ['Path', *_PREDICATES])}")
         return Predicate(name, check(args), line=at.line)
 
     def filter(self, value: Any, at: Spot, auth: str | None, label: str) -> FilterSpec | None:
@@ -792,8 +884,22 @@ class _Reader:
 
 _TOP_KEYS = (
     "listeners", "admin", "workers", "trusted_proxies", "limits", "drain_timeout", "auth",
-    "services", "rate_limits", "redis", "audit", "access_log", "routes",
+    "services", "rate_limits", "redis", "audit", "access_log", "routes", "spring",
 )  # fmt: skip
+_SPRING_GATEWAY_KEYS = ("routes", "default-filters", "globalcors", "server")
+_SPRING_ROUTE_KEYS = ("id", "uri", "predicates", "filters", "order", "metadata", "auth")
+_JVM_KEYS = {
+    "key-resolver": "names a Java KeyResolver bean; fastgw keys RequestRateLimiter by the "
+                    "verified principal",
+    "discovery": "uses a Java DiscoveryClient; list the instances under services:",
+    "httpclient": "configures Reactor Netty; see services: (timeouts, tls, max_connections)",
+    "filter": "configures Java filter beans; set the arguments on the filter itself",
+    "predicate": "configures Java predicate beans; set the arguments on the predicate itself",
+    "redis-rate-limiter": "configures a Java bean; set RequestRateLimiter's arguments",
+    "route-filter-cache-enabled": "is a Java cache setting",
+    "x-forwarded": "configures a Java filter; fastgw always sets X-Forwarded-*",
+    "forwarded": "configures a Java filter; fastgw always sets X-Forwarded-*",
+}
 _LIMIT_KEYS = (
     "max_request_line", "max_header_bytes", "max_headers", "max_body",
     "header_timeout", "idle_timeout", "max_connections",
@@ -818,6 +924,25 @@ def _in_file_order(errors: list[tuple[str, int, str]]) -> list[tuple[str, int, s
 
 
 # --- scalar values ---------------------------------------------------------------------------
+
+
+def _kebab(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "-" + m[1].lower(), key)
+
+
+def _order(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {show(value)}")
+    return value
+
+
+def _millis(value: Any) -> float:
+    """A timeout as SCG writes it: milliseconds, or a duration with its unit."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be more than 0 ms")
+        return value / 1000
+    return _duration(positive=True)(value)
 
 
 def _text(value: Any) -> str:
@@ -1113,12 +1238,26 @@ def _check_scopes(scopes: tuple[str, ...]) -> None:
 # --- predicates and filters ------------------------------------------------------------------
 
 
-def _path_args(args: tuple[str, ...]) -> tuple[str, ...]:
+def _path_args(args: tuple[str, ...], trailing_slash: bool) -> tuple[str, ...]:
+    """The patterns; with matchTrailingSlash (SCG's default), each also with a slash added."""
+    if args and args[-1].lower() in ("true", "false"):
+        trailing_slash = args[-1].lower() == "true"
+        args = args[:-1]
     if not args:
         raise ValueError("Path needs at least one pattern")
     for pattern in args:
         validate_path_pattern(pattern)
-    return args
+    if not trailing_slash:
+        return args
+    extra = tuple(p + "/" for p in args if _takes_slash(p))
+    return args + tuple(p for p in extra if p not in args)
+
+
+def _takes_slash(pattern: str) -> bool:
+    """``/red/{segment}`` may be asked for as ``/red/blue/``; ``/a/``, ``/a/**`` and
+    ``/files/{*rest}`` already take it."""
+    last = pattern.rsplit("/", 1)[-1]
+    return bool(last) and last != "**" and not last.startswith("{*")
 
 
 def _host_args(args: tuple[str, ...]) -> tuple[str, ...]:
@@ -1151,7 +1290,7 @@ def _header_args(args: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _PREDICATES: dict[str, Callable[[tuple[str, ...]], tuple[str, ...]]] = {
-    "Path": _path_args,
+    **PREDICATE_CHECKS,
     "Method": _method_args,
     "Host": _host_args,
     "Header": _header_args,

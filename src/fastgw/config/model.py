@@ -183,6 +183,8 @@ class Route:
     auth: str = "jwt"  # jwt | mtls | jwt_or_mtls | none
     filters: tuple[FilterSpec, ...] = ()
     line: int = 0
+    order: int = 0  # SCG's route order: lower first, written order among equals
+    cors: object = None  # metadata.cors as written, for the CORS settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -308,6 +308,7 @@ class ClientConnection:
             head.request_id or self.gateway.request_ids.next(),
         )
         request.forwarded_for = head.forwarded
+        request.sent = self._headers
         request.client_cert = self.client_cert
         return Exchange(
             self,

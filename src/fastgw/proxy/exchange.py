@@ -139,7 +139,7 @@ class Exchange:
         self.started_at = 0.0
         self._finished = False
         self._resolved = True
-        self._head: tuple[bytes, bytes] | None = None
+        self._head: tuple[bytes, bytes | None, bytes] | None = None
         self._instance = None
         self._tried = None
         self._sent = False
@@ -166,7 +166,7 @@ class Exchange:
             request = self.request
             snapshot = self.snapshot
             hit = snapshot.router.match(request.method, request.host, request.path,
-                                        request.headers.getall)
+                                        request.sent_values, request)
             if hit is None:
                 self.respond_error(404)
                 self.finish()
@@ -194,7 +194,12 @@ class Exchange:
             self.finish()
             return
         for f in self.route.request_filters:
-            f.on_request(self.request)
+            answer = f.on_request(self.request)
+            if answer is not None:
+                # The filter answers itself (a redirect, a size refused).
+                self.respond_error(*answer)
+                self.finish()
+                return
         if self.preset is not None:
             self.respond_error(*self.preset)
             self.finish()
@@ -262,12 +267,12 @@ class Exchange:
             return
         self._sent = True
         self._resolved = False
-        first_line, rest = self._head
+        first_line, host_line, rest = self._head
         conn.begin(self)
         self.upstream = conn
         if self.connection.write_paused:
             conn.transport.pause_reading()
-        conn.transport.write(b"".join((first_line, conn.pool.host_line, rest)))
+        conn.transport.write(b"".join((first_line, host_line or conn.pool.host_line, rest)))
         if self.has_body:
             self.send_continue()
             self.task = self.connection.loop.create_task(self._send_body(conn))
@@ -482,7 +487,9 @@ class Exchange:
         if route.response_filters:
             view = Headers.from_raw(kept)
             for f in route.response_filters:
-                f.on_response(request, view)
+                changed = f.on_response(request, view)
+                if changed is not None:
+                    status = self.status = changed
             kept = view.fields
         out = [status_line(status), encode_fields(kept), self.extra_headers]
         self.until_close = length is None and not chunked
@@ -551,8 +558,8 @@ class Exchange:
         self._resolve(("switched", conn, rest))
 
 
-def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
-    """The request line and headers for the upstream, split around the Host line."""
+def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes | None, bytes]:
+    """The request line, the Host line (None: the instance's) and the other headers."""
     request = ex.request
     headers = request.headers
     if not route.token_relay:
@@ -577,7 +584,11 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes]:
     if ex.websocket:
         parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     parts.append(b"\r\n")
-    return parts[0], b"".join(parts[1:])
+    host_line = None
+    if route.host_header is not None:
+        # "": the client's own Host (PreserveHostHeader); else a name set by the route
+        host_line = f"Host: {route.host_header or request.host}\r\n".encode("latin-1")
+    return parts[0], host_line, b"".join(parts[1:])
 
 
 class Tunnel:
