@@ -1657,3 +1657,109 @@ routes:
         "routes[0].filters[0]: ForwardClientCert needs a listener with tls.client_auth: "
         "optional or require",
     ]
+
+
+# --- the Spring Cloud Gateway layout ---------------------------------------------------------
+
+SPRING = """\
+services:
+  order-service:
+    instances: [http://127.0.0.1:9001]
+spring:
+  cloud:
+    gateway:
+"""
+
+
+def test_spring_layout_reads_routes_in_order_with_default_filters(tmp_path):
+    config = load(tmp_path, SPRING + """\
+      defaultFilters:
+        - AddResponseHeader=X-Default, 1
+      routes:
+        - id: later
+          uri: lb://order-service
+          order: 2
+          predicates: ['Path=/a/{segment}']
+        - id: sooner
+          uri: lb://order-service
+          order: -1
+          predicates: [Path=/b/**]
+          filters: [PreserveHostHeader, SecureHeaders]
+          metadata: {response-timeout: 1500, connectTimeout: 200}
+    """)
+    later, sooner = config.routes[1], config.routes[0]
+    assert [r.id for r in config.routes] == ["sooner", "later"]
+    assert [f.name for f in sooner.filters] == [
+        "AddResponseHeader", "PreserveHostHeader", "SecureHeaders"]
+    assert later.predicates[0].args == ("/a/{segment}", "/a/{segment}/")
+    assert later.auth == "none" and later.service == "order-service"
+    timed = config.services[sooner.service]
+    assert (timed.response_timeout, timed.connect_timeout) == (1.5, 0.2)
+    assert timed.instances == config.services["order-service"].instances
+
+
+def test_spring_4_layout_under_server_webflux(tmp_path):
+    config = load(tmp_path, SPRING + """\
+      server:
+        webflux:
+          routes:
+            - id: r
+              uri: lb://order-service
+              predicates: [Path=/x]
+    """)
+    assert [r.id for r in config.routes] == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("      key-resolver: '#{@userKeyResolver}'\n",
+         "7: spring.cloud.gateway.key-resolver: key-resolver names a Java KeyResolver bean; "
+         "fastgw keys RequestRateLimiter by the verified principal"),
+        ("      discovery: {locator: {enabled: true}}\n",
+         "7: spring.cloud.gateway.discovery: discovery uses a Java DiscoveryClient; list the "
+         "instances under services:"),
+        ("      routes:\n        - id: r\n          uri: lb://order-servce\n",
+         "9: spring.cloud.gateway.routes[0].uri: unknown service 'order-servce' "
+         "(did you mean 'order-service'?)"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters: ['SetPath=#{@path}']\n",
+         '10: spring.cloud.gateway.routes[0].filters[0]: "SetPath=#{@path}" holds a SpEL '
+         "expression (#{...}), which needs a JVM"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters:\n            - name: RequestRateLimiter\n              args:\n"
+         "                key-resolver: '#{@userKeyResolver}'\n",
+         "12: spring.cloud.gateway.routes[0].filters[0].args: RequestRateLimiter: key-resolver "
+         "names a Java KeyResolver bean; fastgw keys RequestRateLimiter by the verified "
+         "principal"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters: [RequestRateLimiter=5]\n",
+         "10: spring.cloud.gateway.routes[0].filters[0]: RequestRateLimiter keys by the verified "
+         "principal, and route 'r' has auth: none"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          metadata: {response-timeout: -5}\n",
+         "10: spring.cloud.gateway.routes[0].metadata.response-timeout: must be more than 0 ms"),
+    ],
+)  # fmt: skip
+def test_spring_layout_errors(tmp_path, text, message):
+    path = write(tmp_path, SPRING + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert [f"{line}: {m}" for _, line, m in info.value.errors] == [message]
+
+
+def test_request_rate_limiter_is_a_rate_limit_keyed_by_the_principal(tmp_path):
+    config = load_config({
+        "auth": {"jwt": {"providers": [{"name": "p", "issuer": "https://i",
+                                        "jwks_uri": "https://i/jwks"}]}},
+        "routes": [{"id": "r", "uri": "http://a", "filters": [{
+            "name": "RequestRateLimiter",
+            "args": {"redis-rate-limiter.replenishRate": 10,
+                     "redis-rate-limiter.burstCapacity": 20,
+                     "redis-rate-limiter.requestedTokens": 2},
+        }]}],
+    })
+    [spec] = config.routes[0].filters
+    assert spec.name == "RateLimit"
+    limit = config.rate_limits[spec.args[0]]
+    assert (limit.rate.count, limit.rate.period, limit.burst, limit.key) == (5, 1.0, 10, "jwt.sub")

@@ -42,6 +42,7 @@ from .model import (
     LogTarget,
     Predicate,
     Provider,
+    Rate,
     RateLimit,
     Redis,
     Route,
@@ -812,6 +813,8 @@ class _Reader:
         if form is None:
             return None
         name, args = form
+        if name == "RequestRateLimiter":
+            name, args = "RateLimit", (self.request_rate_limiter(args, auth, label, at),)
         if name == "RateLimit":
             self.check_rate_limit_filter(args, auth, label)
         elif name == "StripPrefix":
@@ -837,6 +840,34 @@ class _Reader:
         if problem:
             raise ValueError(problem)
         return FilterSpec(name, args, line=at.line)
+
+    def request_rate_limiter(self, args: tuple[str, ...], auth: str | None, label: str,
+                             at: Spot) -> str:
+        """SCG's RequestRateLimiter as a rate limit of fastgw's own, keyed by the principal.
+
+        Each request takes ``requestedTokens``: a bucket refilled at
+        ``replenishRate`` tokens a second holding ``burstCapacity`` is one
+        refilled at replenishRate / requestedTokens requests a second holding
+        burstCapacity / requestedTokens of them.
+        """
+        if not 1 <= len(args) <= 3:
+            raise ValueError("RequestRateLimiter takes REPLENISH_RATE, BURST_CAPACITY, "
+                             "REQUESTED_TOKENS")
+        replenish, burst, requested = (*(_whole(a) for a in args), 1, 1)[:3]
+        if burst < requested or replenish < requested:
+            raise ValueError("RequestRateLimiter: replenishRate and burstCapacity must be at "
+                             "least requestedTokens")
+        if auth in (None, "none"):
+            raise ValueError(f"RequestRateLimiter keys by the verified principal, and {label} "
+                             "has auth: none")
+        key = "mtls.subject" if auth == "mtls" else "jwt.sub"
+        name = f"{at.path}.RequestRateLimiter"
+        rate = Rate(replenish // requested, 1.0, f"{replenish // requested}/s")
+        store = "redis" if self.has_redis else "local"
+        self.limit_names.add(name)
+        self.rate_limits[name] = RateLimit(name, rate, burst // requested, key, store,
+                                           line=at.line)
+        return name
 
     def forward_client_cert(self, args: tuple[str, ...]) -> tuple[str, ...]:
         """The XFCC fields to send, in Envoy's order, ``Hash`` always among them."""
@@ -924,6 +955,12 @@ def _in_file_order(errors: list[tuple[str, int, str]]) -> list[tuple[str, int, s
 
 
 # --- scalar values ---------------------------------------------------------------------------
+
+
+def _whole(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"{show(text)} is not a whole number >= 1")
+    return int(text)
 
 
 def _kebab(key: str) -> str:

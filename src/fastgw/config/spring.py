@@ -54,6 +54,16 @@ FILTER_ARGS: dict[str, tuple[str, ...]] = {
     "SetStatus": ("status",),
     "RequestSize": ("maxSize",),
     "RequestHeaderSize": ("maxSize", "errorHeaderName"),
+    "RequestRateLimiter": (
+        "redisRateLimiter.replenishRate", "redisRateLimiter.burstCapacity",
+        "redisRateLimiter.requestedTokens",
+    ),
+}
+
+# Arguments a mapping may leave out, as SCG's defaults, so the others keep their places.
+_DEFAULTS = {
+    "RequestRateLimiter": {"redisRateLimiter.burstCapacity": "1",
+                           "redisRateLimiter.requestedTokens": "1"},
 }
 
 # In the shortcut form the last of these arguments takes the rest of the text,
@@ -112,7 +122,12 @@ def expanded_args(name: str, args: object, known: dict[str, tuple[str, ...]]) ->
     if names is None:
         values = list(args.values())
     else:
-        args = {camel_case(key): value for key, value in args.items()}
+        args = {**_DEFAULTS.get(name, {}), **{camel_case(k): v for k, v in args.items()}}
+        if "keyResolver" in args:
+            raise ValueError(
+                f"{name}: key-resolver names a Java KeyResolver bean; fastgw keys "
+                f"{name} by the verified principal"
+            )
         unknown = [key for key in args if key not in names]
         if unknown:
             expected = ", ".join(names) if names else "none"
