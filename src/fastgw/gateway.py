@@ -27,6 +27,7 @@ from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
+from .filters.retry import RetryPolicy
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge, method_index
 from .predicates import INDEXED, build_test, weight_groups
@@ -68,6 +69,8 @@ class RouteRuntime:
         "rate_limits",
         "request_filters",
         "response_filters",
+        "response_hooks",
+        "retry",
         "scopes",
         "service",
         "stats",
@@ -86,6 +89,7 @@ class RouteRuntime:
         self.token_relay = False
         self.forward_client_cert: tuple[str, ...] | None = None
         self.host_header: str | None = None  # "": the client's Host; None: the instance's
+        self.retry: RetryPolicy | None = None
         request_filters = []
         response_filters = []
         for spec in route.filters:
@@ -100,6 +104,8 @@ class RouteRuntime:
                     self.host_header = ""
                 elif spec.name == "SetRequestHostHeader":
                     self.host_header = spec.args[0]
+                elif spec.name == "Retry":
+                    self.retry = RetryPolicy(spec.args)
                 else:
                     self.rate_limits += spec.args
                 continue
@@ -110,6 +116,8 @@ class RouteRuntime:
                 response_filters.append(f)
         self.request_filters = tuple(request_filters)
         self.response_filters = tuple(response_filters)
+        # One test on the response path for routes that do nothing there.
+        self.response_hooks = bool(response_filters) or self.retry is not None
         # Authentication, authorization and rate limiting, in that order.
         checks = []
         if route.auth == "jwt":

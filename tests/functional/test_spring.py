@@ -455,3 +455,63 @@ def test_request_header_size(gateway, upstream, raw):
     assert response.header("errormessage")
     assert get(raw, gateway, "/f/header-size/x").status == 200
     assert get(raw, gateway, "/plain/x", headers=big).status == 200
+
+
+# -- Retry ----------------------------------------------------------------------------------
+
+UNAVAILABLE = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\ndown"
+
+
+@pytest.fixture
+def flaky_pair(start_gateway, upstream):
+    """Two instances of one service: ``upstream`` and one that answers 503 to /flaky."""
+    from fastgw.testing import RecordingUpstream
+
+    with RecordingUpstream() as down:
+        down.set_raw_response("flaky", UNAVAILABLE)
+
+        def start(filters):
+            return start_gateway({
+                "services": {"pair": {"instances": [down.url, upstream.url], "retries": 0}},
+                "spring": {"cloud": {"gateway": {"routes": [{
+                    "id": "retry_test", "uri": "lb://pair",
+                    "predicates": ["Path=/flaky/**"], "filters": filters,
+                }]}}},
+            })
+
+        yield start, down
+
+
+def test_retry_asks_another_instance_after_a_status_it_names(flaky_pair, upstream, raw):
+    start, down = flaky_pair
+    gw = start([{"name": "Retry", "args": {"retries": 3, "statuses": "SERVICE_UNAVAILABLE",
+                                           "methods": ["GET", "HEAD"]}}])
+    statuses = [raw(gw.port).exchange("GET", "/flaky/x").status for _ in range(6)]
+    assert statuses == [200] * 6
+    assert down.requests, "the failing instance was never asked"
+    # POST is not among the methods: its 503 reaches the client.
+    statuses = [raw(gw.port).exchange("POST", "/flaky/x", body=b"").status for _ in range(4)]
+    assert 503 in statuses, statuses
+
+
+def test_without_retry_the_status_reaches_the_client(flaky_pair, upstream, raw):
+    start, _ = flaky_pair
+    gw = start([])
+    statuses = [raw(gw.port).exchange("GET", "/flaky/x").status for _ in range(4)]
+    assert 503 in statuses and 200 in statuses, statuses
+
+
+def test_retry_gives_the_last_answer_when_every_attempt_fails(start_gateway, upstream, raw):
+    gw = start_gateway({
+        "services": {"echo": {"instances": [upstream.url]}},
+        "spring": {"cloud": {"gateway": {"routes": [{
+            "id": "retry_test", "uri": "lb://echo", "predicates": ["Path=/status/**"],
+            "filters": ["Retry=2, INTERNAL_SERVER_ERROR"],
+        }]}}},
+    })
+    response = raw(gw.port).exchange("GET", "/status/500")
+    assert response.status == 500, response
+    assert len(upstream.requests) == 3
+    upstream.clear()
+    assert raw(gw.port).exchange("GET", "/status/502").status == 502
+    assert len(upstream.requests) == 1

@@ -437,7 +437,7 @@ def test_dicts_report_paths_without_lines():
         "DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
         "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
         "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
-        "RequireScopes, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
+        "RequireScopes, Retry, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
         "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
         "TokenRelay)",
     ]
@@ -1277,6 +1277,15 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("DedupeResponseHeader=X-A, RETAIN_SOME", "DedupeResponseHeader: strategy is one of "
                                                  "RETAIN_FIRST, RETAIN_LAST, RETAIN_UNIQUE"),
         ("PreserveHostHeader=x", "PreserveHostHeader takes no argument"),
+        ("Retry=3, BAD_GATEWAY, POST", "Retry: POST is not idempotent, and is never sent twice"),
+        ("Retry=3, BAD_GATEWAY, GET, 10ms", "Retry: backoff is not available: retries follow "
+                                            "one another at once"),
+        ({"name": "Retry", "args": {"exceptions": "java.io.IOException"}},
+         "Retry: exceptions names Java exception classes; connection failures and timeouts "
+         "are retried as they are"),
+        ({"name": "Retry", "args": {"series": "SERVER_ERRORS"}},
+         "Retry: 'SERVER_ERRORS' is not one of INFORMATIONAL, SUCCESSFUL, REDIRECTION, "
+         "CLIENT_ERROR, SERVER_ERROR"),
         ("SetRequestHostHeader=a b", "SetRequestHostHeader takes one host name, not 'a b'"),
         ("RequireScopes=", "RequireScopes needs at least one scope"),
         ("RequireScopes=read orders", 'RequireScopes: "read orders" is not one scope '

@@ -23,6 +23,7 @@ from fastgw._core._router_py import (
     validate_host_pattern,
     validate_path_pattern,
 )
+from fastgw.filters.retry import RetryPolicy, retry_args
 from fastgw.predicates import CHECKS as PREDICATE_CHECKS
 from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
 
@@ -695,14 +696,15 @@ class _Reader:
             found["cors"] = f.section("cors", lambda v, s: v)
         return {key: value for key, value in found.items() if value is not None}
 
-    def timed_service(self, service: str, route_id: str, metadata: dict, line: int) -> str:
-        """A route with its own timeouts gets its own copy of its service (and pool)."""
-        timeouts = {k: v for k, v in metadata.items() if k.endswith("_timeout")}
+    def route_service(self, service: str, route_id: str, metadata: dict, line: int) -> str:
+        """A route with its own timeouts or retries gets its own copy of its service
+        (and pool)."""
+        changes = {k: v for k, v in metadata.items() if k in _ROUTE_SERVICE_KEYS}
         base = self.services.get(service)
-        if not timeouts or base is None:
+        if not changes or base is None:
             return service
         name = f"{service}#{route_id}"
-        self.services[name] = replace(base, name=name, line=line, **timeouts)
+        self.services[name] = replace(base, name=name, line=line, **changes)
         return name
 
     def route(self, value: Any, at: Spot) -> Route | None:
@@ -744,7 +746,10 @@ class _Reader:
         uri, service, instance = target
         if instance is not None and service not in self.services:
             self.services[service] = Service(service, (instance,), line=f.spot("uri").line)
-        service = self.timed_service(service, route_id, metadata, at.line)
+        retries = [RetryPolicy(spec.args).retries for spec in filters if spec.name == "Retry"]
+        if retries:
+            metadata = {**metadata, "retries": retries[-1]}
+        service = self.route_service(service, route_id, metadata, at.line)
         return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line,
                      order=order, cors=metadata.get("cors"))
 
@@ -784,13 +789,18 @@ class _Reader:
     def spring_form(self, value: Any, at: Spot, known: dict) -> tuple[str, tuple[str, ...]] | None:
         """A predicate or filter, shortcut or expanded, as (name, args)."""
         if isinstance(value, str):
-            return split_shortcut(value)
+            name, args = split_shortcut(value)
+            return (name, retry_args(args, True)) if name == "Retry" else (name, args)
         if not isinstance(value, LineMap):
             raise ValueError(f"expected NAME=ARGS or {{name: NAME, args: ...}}, got {show(value)}")
         f = self.fields(value, at, ("name", "args"))
         name = f.get("name", _text, required=True)
         if name is None or holds_unset(value.get("args")):
             return None
+        if name == "Retry":
+            relaxed = lambda v, s: retry_args(  # noqa: E731
+                {_kebab(k).replace("-", "_"): item for k, item in v.items()}, False)
+            return name, f.section("args", relaxed, ())
         args = f.section("args", lambda v, s: expanded_args(name, v, known))
         if args is None and "args" in f:
             return None
@@ -917,6 +927,7 @@ _TOP_KEYS = (
     "listeners", "admin", "workers", "trusted_proxies", "limits", "drain_timeout", "auth",
     "services", "rate_limits", "redis", "audit", "access_log", "routes", "spring",
 )  # fmt: skip
+_ROUTE_SERVICE_KEYS = ("response_timeout", "connect_timeout", "retries")
 _SPRING_GATEWAY_KEYS = ("routes", "default-filters", "globalcors", "server")
 _SPRING_ROUTE_KEYS = ("id", "uri", "predicates", "filters", "order", "metadata", "auth")
 _JVM_KEYS = {

@@ -24,8 +24,9 @@ from ..http.request import Request
 
 POLICY = frozenset({
     "RequireScopes", "RateLimit", "TokenRelay", "ForwardClientCert", "PreserveHostHeader",
-    "SetRequestHostHeader",
+    "SetRequestHostHeader", "Retry",
 })  # fmt: skip
+_NO_ARGUMENT_NEEDED = frozenset({"Retry"})
 _NO_ARGUMENT = frozenset({"TokenRelay", "PreserveHostHeader"})
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -127,8 +128,13 @@ def validate_filter(name: str, args: tuple[str, ...]) -> str | None:
     if name in POLICY:
         if name in _NO_ARGUMENT and args:
             return f"{name} takes no argument"
-        if name not in _NO_ARGUMENT and not args:
+        if name not in _NO_ARGUMENT | _NO_ARGUMENT_NEEDED and not args:
             return f"{name} needs at least one argument"
+        if name == "Retry":
+            try:
+                RetryPolicy(args)
+            except ValueError as exc:
+                return str(exc)
         if name == "SetRequestHostHeader" and (len(args) != 1 or not _HOST.fullmatch(args[0])):
             return f"SetRequestHostHeader takes one host name, not {', '.join(args)!r}"
         return None
@@ -245,3 +251,4 @@ class AddResponseHeader(Filter):
 
 import fastgw.filters.headers  # noqa: E402  (the SCG filters register themselves)
 import fastgw.filters.paths  # noqa: E402,F401
+from fastgw.filters.retry import RetryPolicy  # noqa: E402

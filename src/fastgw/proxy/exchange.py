@@ -474,6 +474,15 @@ class Exchange:
 
     def upstream_head(self, status: int, kept: list, chunked: bool, length: int | None) -> None:
         """The response head: ``kept`` holds the upstream's end-to-end fields."""
+        route = self.route
+        if route.response_hooks:
+            retry = route.retry
+            if retry is not None and retry.wants(status, self.method, self.has_body,
+                                                 self._attempts):
+                # Nothing of this answer has reached the client: ask again.
+                self.upstream.abandon()
+                self._resolve(UpstreamError(status, f"answered {status}", retryable=True))
+                return
         self.status = status
         self.response_started = True
         if not self.body_done:
@@ -483,8 +492,7 @@ class Exchange:
         if self.connection.draining:
             self.keep_alive = False
         request = self.request
-        route = self.route
-        if route.response_filters:
+        if route.response_hooks and route.response_filters:
             view = Headers.from_raw(kept)
             for f in route.response_filters:
                 changed = f.on_response(request, view)
