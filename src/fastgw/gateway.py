@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 
 import orjson
 
@@ -27,12 +28,14 @@ from .auth.door import Authenticator
 from .config import Config, load_config
 from .config.model import Route
 from .filters import POLICY, build_filter
+from .filters.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from .filters.retry import RetryPolicy
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge, method_index
 from .predicates import INDEXED, build_test, weight_groups
 from .proxy.connection import ClientConnection
 from .proxy.deadlines import Deadlines
+from .proxy.exchange import Rejection
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
@@ -61,6 +64,7 @@ class SnapshotError(ValueError):
 class RouteRuntime:
     __slots__ = (
         "auth",
+        "breaker",
         "checks",
         "config",
         "forward_client_cert",
@@ -90,6 +94,7 @@ class RouteRuntime:
         self.forward_client_cert: tuple[str, ...] | None = None
         self.host_header: str | None = None  # "": the client's Host; None: the instance's
         self.retry: RetryPolicy | None = None
+        self.breaker: CircuitBreaker | None = None
         request_filters = []
         response_filters = []
         for spec in route.filters:
@@ -106,6 +111,10 @@ class RouteRuntime:
                     self.host_header = spec.args[0]
                 elif spec.name == "Retry":
                     self.retry = RetryPolicy(spec.args)
+                elif spec.name == "CircuitBreaker":
+                    show = partial(_show_state, metrics, route.id)
+                    self.breaker = CircuitBreaker(spec.args, show)
+                    show(self.breaker)
                 else:
                     self.rate_limits += spec.args
                 continue
@@ -117,7 +126,8 @@ class RouteRuntime:
         self.request_filters = tuple(request_filters)
         self.response_filters = tuple(response_filters)
         # One test on the response path for routes that do nothing there.
-        self.response_hooks = bool(response_filters) or self.retry is not None
+        self.response_hooks = bool(response_filters) or self.retry is not None or (
+            self.breaker is not None)
         # Authentication, authorization and rate limiting, in that order.
         checks = []
         if route.auth == "jwt":
@@ -132,7 +142,24 @@ class RouteRuntime:
             if len(set(self.rate_limits)) > MAX_CHECKS:
                 raise ValueError(f"at most {MAX_CHECKS} rate limits per route")
             checks.append(limiter.check(self.rate_limits))
+        if self.breaker is not None:
+            checks.append(partial(_admit, self.breaker))
         self.checks = tuple(checks)
+
+
+def _admit(breaker: CircuitBreaker, ex) -> Rejection | None:
+    """Through a closed breaker; while it is open, to its fallback or a 503."""
+    if breaker.admits():
+        return None
+    if breaker.fallback is not None:
+        return Rejection(0, forward=breaker.fallback)
+    return Rejection(503, "circuit_open")
+
+
+def _show_state(metrics: Metrics, route_id: str, breaker: CircuitBreaker) -> None:
+    for state in (CLOSED, OPEN, HALF_OPEN):
+        value = 1 if breaker.state == state else 0
+        metrics.circuit_breaker_state.set((route_id, breaker.name, state), value)
 
 
 def route_spec(route: Route, index: int = 0, trusted=(), groups=None):

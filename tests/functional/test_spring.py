@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from fastgw.testing import GatewayProcess
+from fastgw.testing import GatewayProcess, RecordingUpstream
+
+from .support import assert_error, scrape, wait_until
 
 CONFIG = r"""
 services:
@@ -465,8 +467,6 @@ UNAVAILABLE = b"HTTP/1.1 503 Unavailable\r\nContent-Length: 4\r\nConnection: clo
 @pytest.fixture
 def flaky_pair(start_gateway, upstream):
     """Two instances of one service: ``upstream`` and one that answers 503 to /flaky."""
-    from fastgw.testing import RecordingUpstream
-
     with RecordingUpstream() as down:
         down.set_raw_response("flaky", UNAVAILABLE)
 
@@ -515,3 +515,85 @@ def test_retry_gives_the_last_answer_when_every_attempt_fails(start_gateway, ups
     upstream.clear()
     assert raw(gw.port).exchange("GET", "/status/502").status == 502
     assert len(upstream.requests) == 1
+
+
+# -- CircuitBreaker -------------------------------------------------------------------------
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
+@pytest.fixture
+def breaker_gateway(start_gateway, upstream):
+    """``/cb/**`` to an instance that answers 503 (until told otherwise) behind a breaker
+    whose fallback is ``/fallback/**`` on ``upstream``; ``/bare/**`` has no fallback."""
+    breaker = {"failureRateThreshold": 50, "slidingWindowSize": 4, "minimumNumberOfCalls": 4,
+               "waitDurationInOpenState": "1s", "permittedNumberOfCallsInHalfOpenState": 1,
+               "statusCodes": [503, "BAD_GATEWAY"]}
+    with RecordingUpstream() as down:
+        down.set_raw_response("cb", UNAVAILABLE)
+        down.set_raw_response("bare", UNAVAILABLE)
+        gw = start_gateway({
+            "services": {"down": {"instances": [down.url], "retries": 0},
+                         "echo": {"instances": [upstream.url]}},
+            "spring": {"cloud": {"gateway": {"routes": [
+                {"id": "circuitbreaker_route", "uri": "lb://down", "predicates": ["Path=/cb/**"],
+                 "filters": [{"name": "CircuitBreaker", "args": {
+                     "name": "myCircuitBreaker",
+                     "fallbackUri": "forward:/fallback/inCaseOfFailureUseThis", **breaker}}]},
+                {"id": "bare", "uri": "lb://down", "predicates": ["Path=/bare/**"],
+                 "filters": [{"name": "CircuitBreaker", "args": breaker}]},
+                {"id": "fallback", "uri": "lb://echo", "predicates": ["Path=/fallback/**"],
+                 "filters": ["SetResponseHeader=X-Fallback, yes"]},
+            ]}}},
+        })
+        yield gw, down
+
+
+def state(gateway, raw, route_id, name):
+    """The one state /metrics shows the breaker in (``name`` is a label, so read by hand)."""
+    lines = scrape(gateway, raw).splitlines()
+    states = [s for s in ("closed", "open", "half_open")
+              if f'fastgw_circuit_breaker_state{{route="{route_id}",name="{name}",state="{s}"}} 1'
+              in lines]
+    return states[0] if len(states) == 1 else states
+
+
+def test_circuit_breaker_answers_failures_through_the_fallback_then_opens(
+    breaker_gateway, upstream, raw
+):
+    gw, down = breaker_gateway
+    assert state(gw, raw, "circuitbreaker_route", "myCircuitBreaker") == "closed"
+    for _ in range(4):
+        response = raw(gw.port).exchange("GET", "/cb/x")
+        assert response.status == 200 and response.header("x-fallback") == "yes", response
+    assert [r.path for r in upstream.requests] == ["/fallback/inCaseOfFailureUseThis"] * 4
+    assert len(down.requests) == 4
+    assert state(gw, raw, "circuitbreaker_route", "myCircuitBreaker") == "open"
+    # Open: the fallback answers, and nothing reaches the failing instance.
+    for _ in range(3):
+        assert raw(gw.port).exchange("GET", "/cb/x").header("x-fallback") == "yes"
+    assert len(down.requests) == 4
+    # After the wait one probe goes through; it fails, and the breaker opens again.
+    def probe_reaches_it():
+        raw(gw.port).exchange("GET", "/cb/x")
+        return len(down.requests) > 4
+
+    assert wait_until(probe_reaches_it)
+    assert len(down.requests) == 5
+    assert state(gw, raw, "circuitbreaker_route", "myCircuitBreaker") == "open"
+    # The instance recovers: the next probe closes the breaker, and requests go through.
+    down.set_raw_response("cb", OK)
+    assert wait_until(lambda: raw(gw.port).exchange("GET", "/cb/x").header("x-fallback") is None)
+    assert state(gw, raw, "circuitbreaker_route", "myCircuitBreaker") == "closed"
+    response = raw(gw.port).exchange("GET", "/cb/x")
+    assert response.status == 200 and response.body == b"ok", response
+
+
+def test_circuit_breaker_without_fallback_answers_503_while_open(breaker_gateway, upstream, raw):
+    gw, down = breaker_gateway
+    assert [raw(gw.port).exchange("GET", "/bare/x").status for _ in range(4)] == [503] * 4
+    response = raw(gw.port).exchange("GET", "/bare/x")
+    assert_error(response, 503)
+    assert response.json()["error"] == "circuit_open"
+    assert len(down.requests) == 4
+    assert upstream.requests == []

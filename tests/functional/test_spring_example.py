@@ -16,9 +16,10 @@ EXAMPLE = Path(__file__).parents[2] / "examples" / "spring" / "application.yml"
 
 
 @pytest.fixture
-def example(start_gateway, upstream, idp):
+def example(start_gateway, upstream, idp, free_port):
     config = yaml.safe_load(EXAMPLE.read_text())
     config["services"]["order-service"]["instances"] = [upstream.url]
+    config["services"]["stock-service"]["instances"] = [f"http://127.0.0.1:{free_port()}"]
     config["auth"]["jwt"]["providers"] = [provider_config(idp)]
     return start_gateway(config)
 
@@ -27,7 +28,7 @@ def test_the_example_passes_check():
     result = subprocess.run([sys.executable, "-m", "fastgw", "check", "-c", str(EXAMPLE)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
-    assert "ok (3 routes" in result.stdout
+    assert "ok (5 routes" in result.stdout
 
 
 def test_orders_relay_the_token_and_limit_each_caller(example, upstream, idp, raw):
@@ -61,3 +62,19 @@ def test_the_old_host_redirects_without_reaching_an_upstream(example, upstream, 
     assert response.status == 301, response
     assert response.header("location") == "https://orders.example.test"
     assert upstream.requests == []
+
+
+def test_legacy_gets_are_asked_again_after_a_503(example, upstream, idp, raw):
+    bearer = [("Authorization", f"Bearer {idp.mint(sub='dave', aud=AUDIENCE)}")]
+    response = raw(example.port).exchange("GET", "/legacy/status/503", headers=bearer)
+    assert response.status == 503, response
+    assert [r.path for r in upstream.requests] == ["/status/503"] * 3
+
+
+def test_stock_is_answered_by_the_fallback_while_stock_service_fails(example, upstream, raw):
+    for _ in range(6):
+        response = raw(example.port).exchange("GET", "/stock/7")
+        assert response.status == 200, response
+    assert {r.path for r in upstream.requests} == {"/fallback/stock"}
+    metrics = raw(example.admin_port).exchange("GET", "/metrics").body.decode()
+    assert 'fastgw_circuit_breaker_state{route="stock",name="stock",state="open"} 1' in metrics

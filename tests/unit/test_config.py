@@ -434,7 +434,7 @@ def test_dicts_report_paths_without_lines():
         "routes[0].uri: unknown service 'x'",
         "routes[0].filters[0]: unknown filter 'Zzz' (known: AddRequestHeader, "
         "AddRequestHeadersIfNotPresent, AddRequestParameter, AddResponseHeader, "
-        "DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
+        "CircuitBreaker, DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
         "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
         "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
         "RequireScopes, Retry, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
@@ -1277,6 +1277,16 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("DedupeResponseHeader=X-A, RETAIN_SOME", "DedupeResponseHeader: strategy is one of "
                                                  "RETAIN_FIRST, RETAIN_LAST, RETAIN_UNIQUE"),
         ("PreserveHostHeader=x", "PreserveHostHeader takes no argument"),
+        ("CircuitBreaker=cb, /fallback", "CircuitBreaker: fallbackUri is forward:/PATH, not "
+                                         "'/fallback' (only forward: is available)"),
+        ({"name": "CircuitBreaker", "args": {"slidingWindowSize": 0}},
+         "CircuitBreaker: slidingWindowSize is a whole number from 1 to 100000"),
+        ({"name": "CircuitBreaker", "args": {"status-codes": ["TEAPOT"]}},
+         "CircuitBreaker: 'TEAPOT' is not a status code here"),
+        ({"name": "CircuitBreaker", "args": {"resilience4jConfig": "x"}},
+         "CircuitBreaker has no argument 'resilience4jConfig' (arguments: name, fallbackUri, "
+         "statusCodes, failureRateThreshold, slidingWindowSize, minimumNumberOfCalls, "
+         "waitDurationInOpenState, permittedNumberOfCallsInHalfOpenState)"),
         ("Retry=3, BAD_GATEWAY, POST", "Retry: POST is not idempotent, and is never sent twice"),
         ("Retry=3, BAD_GATEWAY, GET, 10ms", "Retry: backoff is not available: retries follow "
                                             "one another at once"),

@@ -23,6 +23,7 @@ from fastgw._core._router_py import (
     validate_host_pattern,
     validate_path_pattern,
 )
+from fastgw.filters.breaker import breaker_args
 from fastgw.filters.retry import RetryPolicy, retry_args
 from fastgw.predicates import CHECKS as PREDICATE_CHECKS
 from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
@@ -65,6 +66,7 @@ from .source import (
 from .spring import (
     FILTER_ARGS,
     PREDICATE_ARGS,
+    camel_case,
     compile_regex,
     expanded_args,
     python_regex,
@@ -790,17 +792,17 @@ class _Reader:
         """A predicate or filter, shortcut or expanded, as (name, args)."""
         if isinstance(value, str):
             name, args = split_shortcut(value)
-            return (name, retry_args(args, True)) if name == "Retry" else (name, args)
+            named = _NAMED_ARGS.get(name)
+            return (name, named(args, True)) if named else (name, args)
         if not isinstance(value, LineMap):
             raise ValueError(f"expected NAME=ARGS or {{name: NAME, args: ...}}, got {show(value)}")
         f = self.fields(value, at, ("name", "args"))
         name = f.get("name", _text, required=True)
         if name is None or holds_unset(value.get("args")):
             return None
-        if name == "Retry":
-            relaxed = lambda v, s: retry_args(  # noqa: E731
-                {_kebab(k).replace("-", "_"): item for k, item in v.items()}, False)
-            return name, f.section("args", relaxed, ())
+        named = _NAMED_ARGS.get(name)
+        if named is not None:
+            return name, f.section("args", lambda v, s: named(_relaxed(v), False), ())
         args = f.section("args", lambda v, s: expanded_args(name, v, known))
         if args is None and "args" in f:
             return None
@@ -927,6 +929,8 @@ _TOP_KEYS = (
     "listeners", "admin", "workers", "trusted_proxies", "limits", "drain_timeout", "auth",
     "services", "rate_limits", "redis", "audit", "access_log", "routes", "spring",
 )  # fmt: skip
+# Filters whose expanded arguments are read by name, SCG's defaults for the rest.
+_NAMED_ARGS = {"Retry": retry_args, "CircuitBreaker": breaker_args}
 _ROUTE_SERVICE_KEYS = ("response_timeout", "connect_timeout", "retries")
 _SPRING_GATEWAY_KEYS = ("routes", "default-filters", "globalcors", "server")
 _SPRING_ROUTE_KEYS = ("id", "uri", "predicates", "filters", "order", "metadata", "auth")
@@ -972,6 +976,13 @@ def _whole(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise ValueError(f"{show(text)} is not a whole number >= 1")
     return int(text)
+
+
+def _relaxed(args: Any) -> dict:
+    """Expanded arguments by their camel-case names (``status-codes`` is ``statusCodes``)."""
+    if not isinstance(args, LineMap):
+        raise ValueError(f"expected a mapping of arguments, got {show(args)}")
+    return {camel_case(key): value for key, value in args.items()}
 
 
 def _kebab(key: str) -> str:

@@ -24,9 +24,9 @@ from ..http.request import Request
 
 POLICY = frozenset({
     "RequireScopes", "RateLimit", "TokenRelay", "ForwardClientCert", "PreserveHostHeader",
-    "SetRequestHostHeader", "Retry",
+    "SetRequestHostHeader", "Retry", "CircuitBreaker",
 })  # fmt: skip
-_NO_ARGUMENT_NEEDED = frozenset({"Retry"})
+_NO_ARGUMENT_NEEDED = frozenset({"Retry", "CircuitBreaker"})
 _NO_ARGUMENT = frozenset({"TokenRelay", "PreserveHostHeader"})
 
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
@@ -130,9 +130,9 @@ def validate_filter(name: str, args: tuple[str, ...]) -> str | None:
             return f"{name} takes no argument"
         if name not in _NO_ARGUMENT | _NO_ARGUMENT_NEEDED and not args:
             return f"{name} needs at least one argument"
-        if name == "Retry":
+        if name in ("Retry", "CircuitBreaker"):
             try:
-                RetryPolicy(args)
+                (RetryPolicy if name == "Retry" else CircuitBreaker)(args)
             except ValueError as exc:
                 return str(exc)
         if name == "SetRequestHostHeader" and (len(args) != 1 or not _HOST.fullmatch(args[0])):
@@ -251,4 +251,5 @@ class AddResponseHeader(Filter):
 
 import fastgw.filters.headers  # noqa: E402  (the SCG filters register themselves)
 import fastgw.filters.paths  # noqa: E402,F401
+from fastgw.filters.breaker import CircuitBreaker  # noqa: E402
 from fastgw.filters.retry import RetryPolicy  # noqa: E402

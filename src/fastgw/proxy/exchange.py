@@ -46,15 +46,22 @@ NONE, LENGTH, CHUNKED, UNTIL_CLOSE = range(4)
 class Rejection:
     """A check's verdict against a request: the status and what goes with it."""
 
-    __slots__ = ("error", "headers", "status")
+    __slots__ = ("error", "forward", "headers", "status")
 
-    def __init__(self, status: int, error: str | None = None, headers=()) -> None:
+    def __init__(self, status: int, error: str | None = None, headers=(), *,
+                 forward: str | None = None) -> None:
         self.status = status
         self.error = error
         self.headers = headers
+        self.forward = forward  # a path the request is routed again to, instead
 
-    def answer(self, ex: Exchange) -> None:
+    def answer(self, ex: Exchange) -> bool:
+        """Answer the request; True when it went on to another route instead."""
+        if self.forward is not None:
+            ex.forward(self.forward)
+            return True
         ex.respond_error(self.status, self.error, self.headers)
+        return False
 
 
 class Exchange:
@@ -190,8 +197,8 @@ class Exchange:
             if type(verdict) is not Rejection:
                 self.task = self.connection.loop.create_task(self._check_later(verdict, i))
                 return
-            verdict.answer(self)
-            self.finish()
+            if not verdict.answer(self):
+                self.finish()
             return
         for f in self.route.request_filters:
             answer = f.on_request(self.request)
@@ -213,8 +220,8 @@ class Exchange:
             if self.connection.closing:
                 self.finish()
             elif verdict is not None:
-                verdict.answer(self)
-                self.finish()
+                if not verdict.answer(self):
+                    self.finish()
             else:
                 self._check(i)
         except asyncio.CancelledError:
@@ -356,6 +363,12 @@ class Exchange:
             self._attempt()
 
     def _give_up(self, error: UpstreamError) -> None:
+        breaker = self.route.breaker
+        if breaker is not None and self.preset is None and not self.response_started:
+            breaker.record(True)
+            if breaker.fallback is not None:
+                self.forward(breaker.fallback)
+                return
         if self.preset is not None:
             if not self.response_started:
                 self.respond_error(*self.preset)
@@ -376,19 +389,43 @@ class Exchange:
         if not connection.closing:
             connection.exchange_done(self)
 
-    def _failed_inside(self) -> None:
-        log.exception("request %s failed inside the gateway",
-                      self.request.request_id if self.request is not None else "-")
-        if self._finished:
-            return
+    def _let_go(self) -> None:
+        """End the attempt under way, if any, dropping its upstream connection."""
         conn = self.upstream
         if conn is not None and not self._resolved:
-            # An attempt under way ends here: no later response may reach this client.
             self._resolved = True
             self.upstream = None
             conn.abandon()
             self._attempt_done()
             self._instance.pool.release(conn)
+
+    def forward(self, path: str) -> None:
+        """Route the request again, to ``path`` (``forward:`` in a fallback): once only."""
+        request = self.request
+        snapshot = self.snapshot
+        hit = None
+        if not request.route_id.startswith("forward:"):
+            request.path = path
+            hit = snapshot.router.match(request.method, request.host, path,
+                                        request.sent_values, request)
+        if hit is None:
+            self.respond_error(503, "no_fallback")
+            self.finish()
+            return
+        route = self.route = snapshot.routes[hit[0]]
+        request.route_id = "forward:" + route.id
+        request.path_vars = hit[1]
+        self._tried = None
+        self._attempts = 0
+        self._check(0)
+
+    def _failed_inside(self) -> None:
+        log.exception("request %s failed inside the gateway",
+                      self.request.request_id if self.request is not None else "-")
+        if self._finished:
+            return
+        # An attempt under way ends here: no later response may reach this client.
+        self._let_go()
         if not self.response_started:
             self.keep_alive = False
             self.respond_error(500)
@@ -483,6 +520,14 @@ class Exchange:
                 self.upstream.abandon()
                 self._resolve(UpstreamError(status, f"answered {status}", retryable=True))
                 return
+            breaker = route.breaker
+            if breaker is not None:
+                failed = status in breaker.statuses
+                breaker.record(failed)
+                if failed and breaker.fallback is not None:
+                    self._let_go()
+                    self.forward(breaker.fallback)
+                    return
         self.status = status
         self.response_started = True
         if not self.body_done:
