@@ -35,7 +35,7 @@ from .metrics import Metrics, export, merge, method_index
 from .predicates import INDEXED, build_test, weight_groups
 from .proxy.connection import ClientConnection
 from .proxy.deadlines import Deadlines
-from .proxy.exchange import Rejection
+from .proxy.exchange import Rejection, request_head
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
@@ -68,6 +68,7 @@ class RouteRuntime:
         "checks",
         "config",
         "forward_client_cert",
+        "head_of",
         "host_header",
         "id",
         "rate_limits",
@@ -128,6 +129,7 @@ class RouteRuntime:
         # One test on the response path for routes that do nothing there.
         self.response_hooks = bool(response_filters) or self.retry is not None or (
             self.breaker is not None)
+        self.head_of = request_head if self.host_header is None else _head_with_host
         # Authentication, authorization and rate limiting, in that order.
         checks = []
         if route.auth == "jwt":
@@ -145,6 +147,14 @@ class RouteRuntime:
         if self.breaker is not None:
             checks.append(partial(_admit, self.breaker))
         self.checks = tuple(checks)
+
+
+def _head_with_host(ex, route: RouteRuntime, trusted: bool) -> tuple[bytes, bytes, bytes]:
+    """The upstream request head with the route's Host ("": the client's own) instead of
+    the instance's."""
+    first, _, rest = request_head(ex, route, trusted)
+    host = route.host_header or ex.request.host
+    return first, f"Host: {host}\r\n".encode("latin-1"), rest
 
 
 def _admit(breaker: CircuitBreaker, ex) -> Rejection | None:

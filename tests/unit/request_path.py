@@ -562,6 +562,7 @@ async def _drive(modules, scenario: Scenario, logs: str) -> Outcome:
     try:
         gateway.request_ids = active("head").RequestIds(prefix=b"twin-")
         for route in gateway.snapshot.routes:
+            route.head_of = modules.exchange.request_head  # each twin builds its own head
             if route.id == "later":
                 route.checks = (functools.partial(later_check,
                                                   rejection=modules.exchange.Rejection),)

@@ -211,7 +211,8 @@ class Exchange:
             self.respond_error(*self.preset)
             self.finish()
             return
-        self._head = request_head(self, self.route, self.connection.trusted)
+        route = self.route
+        self._head = route.head_of(self, route, self.connection.trusted)
         self._attempt()
 
     async def _check_later(self, verdict, i: int) -> None:
@@ -637,11 +638,7 @@ def request_head(ex: Exchange, route, trusted: bool) -> tuple[bytes, bytes | Non
     if ex.websocket:
         parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
     parts.append(b"\r\n")
-    host_line = None
-    if route.host_header is not None:
-        # "": the client's own Host (PreserveHostHeader); else a name set by the route
-        host_line = f"Host: {route.host_header or request.host}\r\n".encode("latin-1")
-    return parts[0], host_line, b"".join(parts[1:])
+    return parts[0], None, b"".join(parts[1:])
 
 
 class Tunnel:
