@@ -1782,3 +1782,36 @@ def test_request_rate_limiter_is_a_rate_limit_keyed_by_the_principal(tmp_path):
     assert spec.name == "RateLimit"
     limit = config.rate_limits[spec.args[0]]
     assert (limit.rate.count, limit.rate.period, limit.burst, limit.key) == (5, 1.0, 10, "jwt.sub")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("ModifyRequestBody", "ModifyRequestBody is not available: it runs a Java "
+                              "RewriteFunction on the body (a Python filter can)"),
+        ("ModifyResponseBody", "ModifyResponseBody is not available: it runs a Java "
+                               "RewriteFunction on the body (a Python filter can)"),
+        ("JsonToGrpc=file:proto/hello.pb, file:proto/hello.proto, HelloService, hello",
+         "JsonToGrpc is not available: it needs Java protobuf descriptors"),
+        ("SaveSession", "SaveSession is not available: there is no Spring WebSession in fastgw"),
+        ("CacheRequestBody", "CacheRequestBody is not available: it keeps the body for Java "
+                             "code later in the chain"),
+        ("SetResponseHeadr=X-A, b", "unknown filter 'SetResponseHeadr' (did you mean "
+                                    "'SetResponseHeader'?)"),
+        ("PreserveHostHeadr", "unknown filter 'PreserveHostHeadr' (did you mean "
+                              "'PreserveHostHeader'?)"),
+    ],
+)  # fmt: skip
+def test_java_only_factories_and_misspellings_name_their_line(tmp_path, item, message):
+    path = write(tmp_path, SPRING + f"""\
+      routes:
+        - id: r
+          uri: lb://order-service
+          filters:
+            - AddRequestHeader=X-A, b
+            - {item}
+    """)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.errors == [(str(path), 12, f"spring.cloud.gateway.routes[0].filters[1]: "
+                                                 f"{message}")]
