@@ -1800,6 +1800,8 @@ def test_request_rate_limiter_is_a_rate_limit_keyed_by_the_principal(tmp_path):
                                     "'SetResponseHeader'?)"),
         ("PreserveHostHeadr", "unknown filter 'PreserveHostHeadr' (did you mean "
                               "'PreserveHostHeader'?)"),
+        ("RewriteLocationResponseHeader=AS_IN_REQUEST, Location, ,",
+         "RewriteLocationResponseHeader is not available in fastgw yet"),
     ],
 )  # fmt: skip
 def test_java_only_factories_and_misspellings_name_their_line(tmp_path, item, message):

@@ -44,6 +44,11 @@ JVM_ONLY = {
     "Hystrix": "Hystrix is a Java library (retired)",
     "SpringCloudCircuitBreaker": "it names a Java circuit breaker bean",
 }
+# Factories of SCG that fastgw could serve and does not yet.
+NOT_YET = frozenset({
+    "LocalResponseCache", "RewriteLocationResponseHeader", "RemoveJsonAttributesResponseBody",
+    "RewriteRequestParameter",
+})
 
 
 def template(value: str):
@@ -116,6 +121,8 @@ def build_filter(name: str, args: tuple[str, ...]) -> Filter:
     if factory is None:
         if name in JVM_ONLY:
             raise ValueError(f"{name} is not available: {JVM_ONLY[name]}")
+        if name in NOT_YET:
+            raise ValueError(f"{name} is not available in fastgw yet")
         known = sorted([*FILTERS, *POLICY])
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
         if close:
