@@ -86,7 +86,8 @@ async def explain(path: str, method: str, target: str, headers: list[str],
     shown = f" (normalised to {normal})" if normal != target.split("?", 1)[0] else ""
     _say("request", f"{method} {target}{shown}  Host: {host}", out)
 
-    hit = snapshot.router.match(method, host, normal, request_headers.getall)
+    request.sent = [(name, value) for _, name, value in request_headers.fields]
+    hit = snapshot.router.match(method, host, normal, request.sent_values, request)
     if hit is None:
         _say("route", "no route matches", out)
         _say("result", "404 no_route", out)

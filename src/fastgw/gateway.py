@@ -17,6 +17,7 @@ import logging
 import os
 import socket
 import time
+from functools import partial
 
 import orjson
 
@@ -28,11 +29,15 @@ from .config import Config, load_config
 from .config.model import Route
 from .cors import CorsRule, OwnedHeaders
 from .filters import POLICY, build_filter
+from .filters.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from .filters.python import FilterLoadError, load_all
+from .filters.retry import RetryPolicy
 from .logs import LineWriter, rfc3339_ms
 from .metrics import Metrics, export, merge
+from .predicates import INDEXED, build_test, weight_groups
 from .proxy.connection import ClientConnection
 from .proxy.deadlines import Deadlines
+from .proxy.exchange import Rejection
 from .ratelimit import MAX_CHECKS, RedisBuckets, SharedBuckets
 from .ratelimit.policy import RateLimiter
 from .tls import (
@@ -61,14 +66,18 @@ class SnapshotError(ValueError):
 class RouteRuntime:
     __slots__ = (
         "auth",
+        "breaker",
         "checks",
         "config",
         "forward_client_cert",
+        "host_header",
         "id",
         "python",
         "rate_limits",
         "request_filters",
         "response_filters",
+        "response_hooks",
+        "retry",
         "scopes",
         "service",
         "stats",
@@ -87,6 +96,9 @@ class RouteRuntime:
         self.rate_limits: tuple[str, ...] = ()
         self.token_relay = False
         self.forward_client_cert: tuple[str, ...] | None = None
+        self.host_header: str | None = None  # "": the client's Host; None: the instance's
+        self.retry: RetryPolicy | None = None
+        self.breaker: CircuitBreaker | None = None
         request_filters = []
         response_filters = []
         for spec in route.filters:
@@ -97,6 +109,16 @@ class RouteRuntime:
                     self.forward_client_cert = spec.args or ("Hash", "Subject", "URI", "DNS")
                 elif spec.name == "RequireScopes":
                     self.scopes += spec.args
+                elif spec.name == "PreserveHostHeader":
+                    self.host_header = ""
+                elif spec.name == "SetRequestHostHeader":
+                    self.host_header = spec.args[0]
+                elif spec.name == "Retry":
+                    self.retry = RetryPolicy(spec.args)
+                elif spec.name == "CircuitBreaker":
+                    show = partial(_show_state, metrics, route.id)
+                    self.breaker = CircuitBreaker(spec.args, show)
+                    show(self.breaker)
                 else:
                     self.rate_limits += spec.args
                 continue
@@ -112,6 +134,9 @@ class RouteRuntime:
             response_filters.insert(0, OwnedHeaders())
         self.request_filters = tuple(request_filters)
         self.response_filters = tuple(response_filters)
+        # One test on the response path for routes that do nothing there.
+        self.response_hooks = bool(response_filters) or self.retry is not None or (
+            self.breaker is not None)
         # CORS at the door (a preflight carries no credentials), then authentication,
         # authorization and rate limiting, in that order; the Python filters last.
         checks = [] if cors is None else [cors]
@@ -127,6 +152,8 @@ class RouteRuntime:
             if len(set(self.rate_limits)) > MAX_CHECKS:
                 raise ValueError(f"at most {MAX_CHECKS} rate limits per route")
             checks.append(limiter.check(self.rate_limits))
+        if self.breaker is not None:
+            checks.append(partial(_admit, self.breaker))
         if python is not None:
             checks.append(python.check)  # the pre and route filters, and the context post reads
         self.checks = tuple(checks)
@@ -140,10 +167,30 @@ class RouteRuntime:
         return other
 
 
-def route_spec(route: Route):
+def _admit(breaker: CircuitBreaker, ex) -> Rejection | None:
+    """Through a closed breaker; while it is open, to its fallback or a 503."""
+    if breaker.admits():
+        return None
+    if breaker.fallback is not None:
+        return Rejection(0, forward=breaker.fallback)
+    return Rejection(503, "circuit_open")
+
+
+def _show_state(metrics: Metrics, route_id: str, breaker: CircuitBreaker) -> None:
+    for state in (CLOSED, OPEN, HALF_OPEN):
+        value = 1 if breaker.state == state else 0
+        metrics.circuit_breaker_state.set((route_id, breaker.name, state), value)
+
+
+def route_spec(route: Route, index: int = 0, trusted=(), groups=None):
+    """The route as the router takes it; predicates it cannot index become tests."""
     paths = methods = hosts = None
     headers = []
+    tests = []
     for p in route.predicates:
+        if p.kind not in INDEXED:
+            tests.append(build_test(p, index, trusted, groups or {}))
+            continue
         if p.kind == "Path":
             if paths is not None:
                 raise ValueError("one Path predicate per route (list patterns in it instead)")
@@ -157,7 +204,7 @@ def route_spec(route: Route):
             hosts = p.args
         elif p.kind == "Header":
             headers.append((p.args[0].lower(), p.args[1] if len(p.args) > 1 else ""))
-    return (paths, methods, hosts, tuple(headers))
+    return (paths, methods, hosts, tuple(headers), tuple(tests))
 
 
 class Snapshot:
@@ -196,10 +243,11 @@ class Snapshot:
                               else None)
         self.routes: list[RouteRuntime] = []
         specs = []
+        groups = weight_groups(config.routes)
         for i, route in enumerate(config.routes):
             where = (config.source, route.line, f"routes[{i}] ({route.id})")
             try:
-                specs.append(route_spec(route))
+                specs.append(route_spec(route, i, config.trusted_proxies, groups))
                 self.routes.append(
                     RouteRuntime(route, self.services[route.service], authenticator, limiter,
                                  metrics, cors=CorsRule.build(config.cors, route.cors),

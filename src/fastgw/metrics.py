@@ -154,6 +154,9 @@ class Metrics:
         self.active_connections = Gauge("fastgw_active_connections", "Open client connections.")
         self.upstream_healthy = Gauge("fastgw_upstream_healthy",
                                       "1 when an instance takes traffic.", ("service", "instance"))
+        self.circuit_breaker_state = Gauge("fastgw_circuit_breaker_state",
+                                           "1 for the state a route's circuit breaker is in.",
+                                           ("route", "name", "state"))
         self._routes: dict[str, RouteStats] = {}
 
     def route(self, route_id: str) -> RouteStats:

@@ -423,7 +423,7 @@ def test_config_error_text_and_pickling():
 def test_dicts_report_paths_without_lines():
     assert dict_errors({
         "listeners": [{"address": "nowhere"}],
-        "routes": [{"id": "a", "uri": "lb://x", "auth": "none", "filters": ["Foo="]}],
+        "routes": [{"id": "a", "uri": "lb://x", "auth": "none", "filters": ["Zzz="]}],
         1: "x",
         "workers": {1, 2},
     }) == [
@@ -432,9 +432,14 @@ def test_dicts_report_paths_without_lines():
         'listeners[0].address: "nowhere" is not HOST:PORT '
         "(an IPv6 host goes in brackets: [::1]:8080)",
         "routes[0].uri: unknown service 'x'",
-        "routes[0].filters[0]: unknown filter 'Foo' (known: AddRequestHeader, "
-        "AddResponseHeader, ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, "
-        "RewritePath, SetRequestHeader, StripPrefix, TokenRelay)",
+        "routes[0].filters[0]: unknown filter 'Zzz' (known: AddRequestHeader, "
+        "AddRequestHeadersIfNotPresent, AddRequestParameter, AddResponseHeader, "
+        "CircuitBreaker, DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
+        "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
+        "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
+        "RequireScopes, Retry, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
+        "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
+        "TokenRelay)",
     ]
 
 
@@ -1126,7 +1131,17 @@ def test_predicate_lines(tmp_path):
     ("item", "message"),
     [
         ("Paht=/x", "unknown predicate 'Paht' (did you mean 'Path'?)"),
-        ("Cookie=a, b", "unknown predicate 'Cookie' (known: Path, Method, Host, Header)"),
+        ("Cokie=a, b", "unknown predicate 'Cokie' (did you mean 'Cookie'?)"),
+        ("Zzz=a", "unknown predicate 'Zzz' (known: Path, After, Before, Between, Cookie, "
+                  "Query, RemoteAddr, XForwardedRemoteAddr, Weight, Method, Host, Header)"),
+        ("After=2017-01-20", '"2017-01-20" has no offset or zone (write -07:00 or [Region/City])'),
+        ("After=2017-01-20T17:42:47-07:00[Mars/Base]",
+         '"2017-01-20T17:42:47-07:00[Mars/Base]": unknown time zone \'Mars/Base\''),
+        ("Between=2017-01-21T00:00Z, 2017-01-20T00:00Z",
+         "Between: the first date-time must come before the second"),
+        ("RemoteAddr=10.0.0.0/33", '"10.0.0.0/33" is not an address or CIDR like 192.168.0.1/16'),
+        ("Weight=group1", "Weight takes GROUP, WEIGHT (a whole number)"),
+        ("Cookie=a", "Cookie takes NAME, REGEXP"),
         ("Path=", "Path needs at least one pattern"),
         ("Path=a/b", "path pattern 'a/b' must start with '/'"),
         ("Method=PO ST", 'Method: "PO ST" is not a method name'),
@@ -1137,11 +1152,12 @@ def test_predicate_lines(tmp_path):
         ("Header=X, (a+)+", "header regex '(a+)+' nests an unbounded repeat inside another, "
                             "which can backtrack without end; make one possessive (*+, ++) "
                             "or atomic (?>...)"),
-        ("/orders/**", '"/orders/**" is not NAME=ARGS (a filter without arguments is NAME=)'),
+        ("/orders/**", '"/orders/**" is not NAME=ARGS or NAME'),
+        ("Path=#{@paths}", '"Path=#{@paths}" holds a SpEL expression (#{...}), which needs a JVM'),
         (42, "expected NAME=ARGS or {name: NAME, args: ...}, got 42"),
         ({"args": {}}, "'name' is required"),
         ({"name": "Path", "args": {"pattern": "/x"}},
-         "Path has no argument 'pattern' (arguments: patterns)"),
+         "Path has no argument 'pattern' (arguments: patterns, matchTrailingSlash)"),
         ({"name": "Path", "args": {"patterns": [{"a": 1}]}},
          "an argument must be text or a number, not a mapping"),
     ],
@@ -1245,9 +1261,42 @@ def test_rewrite_path_in_yaml(tmp_path):
 @pytest.mark.parametrize(
     ("item", "message"),
     [
-        ("Foo=1", "unknown filter 'Foo' (known: AddRequestHeader, AddResponseHeader, "
-                  "ForwardClientCert, RateLimit, RemoveRequestHeader, RequireScopes, RewritePath, "
-                  "SetRequestHeader, StripPrefix, TokenRelay)"),
+        ("AddReqestHeader=a, b", "unknown filter 'AddReqestHeader' (did you mean "
+                                 "'AddRequestHeader'?)"),
+        ("ModifyRequestBody", "ModifyRequestBody is not available: it runs a Java "
+                              "RewriteFunction on the body (a Python filter can)"),
+        ("ModifyResponseBody", "ModifyResponseBody is not available: it runs a Java "
+                               "RewriteFunction on the body (a Python filter can)"),
+        ("JsonToGrpc=a, b", "JsonToGrpc is not available: it needs Java protobuf descriptors"),
+        ("SaveSession", "SaveSession is not available: there is no Spring WebSession in fastgw"),
+        ("CacheRequestBody", "CacheRequestBody is not available: it keeps the body for Java "
+                             "code later in the chain"),
+        ("SetStatus=NOPE", "SetStatus: 'NOPE' is not a status code here"),
+        ("RedirectTo=200, /x", "RedirectTo: '200' is not a status code here"),
+        ("RequestSize=5 parsecs", "RequestSize: '5 parsecs' is not a size like 5000000 or 5MB"),
+        ("DedupeResponseHeader=X-A, RETAIN_SOME", "DedupeResponseHeader: strategy is one of "
+                                                 "RETAIN_FIRST, RETAIN_LAST, RETAIN_UNIQUE"),
+        ("PreserveHostHeader=x", "PreserveHostHeader takes no argument"),
+        ("CircuitBreaker=cb, /fallback", "CircuitBreaker: fallbackUri is forward:/PATH, not "
+                                         "'/fallback' (only forward: is available)"),
+        ({"name": "CircuitBreaker", "args": {"slidingWindowSize": 0}},
+         "CircuitBreaker: slidingWindowSize is a whole number from 1 to 100000"),
+        ({"name": "CircuitBreaker", "args": {"status-codes": ["TEAPOT"]}},
+         "CircuitBreaker: 'TEAPOT' is not a status code here"),
+        ({"name": "CircuitBreaker", "args": {"resilience4jConfig": "x"}},
+         "CircuitBreaker has no argument 'resilience4jConfig' (arguments: name, fallbackUri, "
+         "statusCodes, failureRateThreshold, slidingWindowSize, minimumNumberOfCalls, "
+         "waitDurationInOpenState, permittedNumberOfCallsInHalfOpenState)"),
+        ("Retry=3, BAD_GATEWAY, POST", "Retry: POST is not idempotent, and is never sent twice"),
+        ("Retry=3, BAD_GATEWAY, GET, 10ms", "Retry: backoff is not available: retries follow "
+                                            "one another at once"),
+        ({"name": "Retry", "args": {"exceptions": "java.io.IOException"}},
+         "Retry: exceptions names Java exception classes; connection failures and timeouts "
+         "are retried as they are"),
+        ({"name": "Retry", "args": {"series": "SERVER_ERRORS"}},
+         "Retry: 'SERVER_ERRORS' is not one of INFORMATIONAL, SUCCESSFUL, REDIRECTION, "
+         "CLIENT_ERROR, SERVER_ERROR"),
+        ("SetRequestHostHeader=a b", "SetRequestHostHeader takes one host name, not 'a b'"),
         ("RequireScopes=", "RequireScopes needs at least one scope"),
         ("RequireScopes=read orders", 'RequireScopes: "read orders" is not one scope '
                                       "(separate scopes with commas)"),
@@ -1647,7 +1696,7 @@ def test_cors_reads_scg_globalcors_with_relaxed_keys(tmp_path):
           - id: r
             uri: lb://svc
             auth: none
-            metadata: {cors: {allowedOriginPatterns: "https://*.c.test"}, owner: team-a}
+            metadata: {cors: {allowedOriginPatterns: "https://*.c.test"}}
     """)))
     [(path, policy)] = config.cors.configurations
     assert path == "/api/**"
@@ -1711,3 +1760,144 @@ def test_bad_python_filters(tmp_path):
         "(did you mean 'orders'?)",
         f"{BASE_LINES + 10}: python_filters[4]: expected a mapping, got 5",
     ]
+
+
+# --- the Spring Cloud Gateway layout ---------------------------------------------------------
+
+SPRING = """\
+services:
+  order-service:
+    instances: [http://127.0.0.1:9001]
+spring:
+  cloud:
+    gateway:
+"""
+
+
+def test_spring_layout_reads_routes_in_order_with_default_filters(tmp_path):
+    config = load(tmp_path, SPRING + """\
+      defaultFilters:
+        - AddResponseHeader=X-Default, 1
+      routes:
+        - id: later
+          uri: lb://order-service
+          order: 2
+          predicates: ['Path=/a/{segment}']
+        - id: sooner
+          uri: lb://order-service
+          order: -1
+          predicates: [Path=/b/**]
+          filters: [PreserveHostHeader, SecureHeaders]
+          metadata: {response-timeout: 1500, connectTimeout: 200}
+    """)
+    later, sooner = config.routes[1], config.routes[0]
+    assert [r.id for r in config.routes] == ["sooner", "later"]
+    assert [f.name for f in sooner.filters] == [
+        "AddResponseHeader", "PreserveHostHeader", "SecureHeaders"]
+    assert later.predicates[0].args == ("/a/{segment}", "/a/{segment}/")
+    assert later.auth == "none" and later.service == "order-service"
+    timed = config.services[sooner.service]
+    assert (timed.response_timeout, timed.connect_timeout) == (1.5, 0.2)
+    assert timed.instances == config.services["order-service"].instances
+
+
+def test_spring_4_layout_under_server_webflux(tmp_path):
+    config = load(tmp_path, SPRING + """\
+      server:
+        webflux:
+          routes:
+            - id: r
+              uri: lb://order-service
+              predicates: [Path=/x]
+    """)
+    assert [r.id for r in config.routes] == ["r"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("      key-resolver: '#{@userKeyResolver}'\n",
+         "7: spring.cloud.gateway.key-resolver: key-resolver names a Java KeyResolver bean; "
+         "fastgw keys RequestRateLimiter by the verified principal"),
+        ("      discovery: {locator: {enabled: true}}\n",
+         "7: spring.cloud.gateway.discovery: discovery uses a Java DiscoveryClient; list the "
+         "instances under services:"),
+        ("      routes:\n        - id: r\n          uri: lb://order-servce\n",
+         "9: spring.cloud.gateway.routes[0].uri: unknown service 'order-servce' "
+         "(did you mean 'order-service'?)"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters: ['SetPath=#{@path}']\n",
+         '10: spring.cloud.gateway.routes[0].filters[0]: "SetPath=#{@path}" holds a SpEL '
+         "expression (#{...}), which needs a JVM"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters:\n            - name: RequestRateLimiter\n              args:\n"
+         "                key-resolver: '#{@userKeyResolver}'\n",
+         "12: spring.cloud.gateway.routes[0].filters[0].args: RequestRateLimiter: key-resolver "
+         "names a Java KeyResolver bean; fastgw keys RequestRateLimiter by the verified "
+         "principal"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          filters: [RequestRateLimiter=5]\n",
+         "10: spring.cloud.gateway.routes[0].filters[0]: RequestRateLimiter keys by the verified "
+         "principal, and route 'r' has auth: none"),
+        ("      routes:\n        - id: r\n          uri: lb://order-service\n"
+         "          metadata: {response-timeout: -5}\n",
+         "10: spring.cloud.gateway.routes[0].metadata.response-timeout: must be more than 0 ms"),
+    ],
+)  # fmt: skip
+def test_spring_layout_errors(tmp_path, text, message):
+    path = write(tmp_path, SPRING + text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert [f"{line}: {m}" for _, line, m in info.value.errors] == [message]
+
+
+def test_request_rate_limiter_is_a_rate_limit_keyed_by_the_principal(tmp_path):
+    config = load_config({
+        "auth": {"jwt": {"providers": [{"name": "p", "issuer": "https://i",
+                                        "jwks_uri": "https://i/jwks"}]}},
+        "routes": [{"id": "r", "uri": "http://a", "filters": [{
+            "name": "RequestRateLimiter",
+            "args": {"redis-rate-limiter.replenishRate": 10,
+                     "redis-rate-limiter.burstCapacity": 20,
+                     "redis-rate-limiter.requestedTokens": 2},
+        }]}],
+    })
+    [spec] = config.routes[0].filters
+    assert spec.name == "RateLimit"
+    limit = config.rate_limits[spec.args[0]]
+    assert (limit.rate.count, limit.rate.period, limit.burst, limit.key) == (5, 1.0, 10, "jwt.sub")
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("ModifyRequestBody", "ModifyRequestBody is not available: it runs a Java "
+                              "RewriteFunction on the body (a Python filter can)"),
+        ("ModifyResponseBody", "ModifyResponseBody is not available: it runs a Java "
+                               "RewriteFunction on the body (a Python filter can)"),
+        ("JsonToGrpc=file:proto/hello.pb, file:proto/hello.proto, HelloService, hello",
+         "JsonToGrpc is not available: it needs Java protobuf descriptors"),
+        ("SaveSession", "SaveSession is not available: there is no Spring WebSession in fastgw"),
+        ("CacheRequestBody", "CacheRequestBody is not available: it keeps the body for Java "
+                             "code later in the chain"),
+        ("SetResponseHeadr=X-A, b", "unknown filter 'SetResponseHeadr' (did you mean "
+                                    "'SetResponseHeader'?)"),
+        ("PreserveHostHeadr", "unknown filter 'PreserveHostHeadr' (did you mean "
+                              "'PreserveHostHeader'?)"),
+        ("RewriteLocationResponseHeader=AS_IN_REQUEST, Location, ,",
+         "RewriteLocationResponseHeader is not available in fastgw yet"),
+    ],
+)  # fmt: skip
+def test_java_only_factories_and_misspellings_name_their_line(tmp_path, item, message):
+    path = write(tmp_path, SPRING + f"""\
+      routes:
+        - id: r
+          uri: lb://order-service
+          filters:
+            - AddRequestHeader=X-A, b
+            - {item}
+    """)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    assert info.value.errors == [(str(path), 12, f"spring.cloud.gateway.routes[0].filters[1]: "
+                                                 f"{message}")]

@@ -480,6 +480,17 @@ REQUEST_HOSTS = [
 HEADERS = [("x-a", "1"), ("x-a", None), ("x-b", "\\d+"), ("x-b", "b|c")]
 
 
+def _even(token):
+    return token % 2 == 0
+
+
+def _third(token):
+    return token % 3 == 0
+
+
+TESTS = [_even, _third]  # what the trie cannot index, given the request (here a number)
+
+
 def _name_variables(segments):
     """Suffix each variable with its position, so names are unique in a pattern."""
     return [
@@ -513,6 +524,7 @@ routes = st.lists(
             st.just(()),
             st.lists(st.sampled_from(HEADERS), max_size=2, unique_by=lambda h: h[0]).map(tuple),
         ),
+        st.one_of(st.just(()), st.lists(st.sampled_from(TESTS), max_size=2).map(tuple)),
     ),
     max_size=8,
 )
@@ -525,6 +537,7 @@ requests = st.tuples(
         st.sampled_from(["x-a", "x-b"]),
         st.lists(st.sampled_from(["1", "2", "b", "12", ""]), max_size=2),
     ),
+    st.integers(min_value=0, max_value=11),
 )
 
 
@@ -566,15 +579,24 @@ def naive_host(pattern):
         if label == "**":
             labels.append(r"[^.]+(?:\.[^.]+)*")
         else:
-            labels.append(re.sub(r"\\\*|\\\{\w+\\\}", "[^.]+", re.escape(label)))
+            label = re.sub(r"\\\*", "[^.]+", re.escape(label))
+            labels.append(re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^.]+)", label))
     return re.compile(r"\.".join(labels))
 
 
-def naive_match(table, method, host, path, headers):
+def _host_variables(hosts, name):
+    for pattern in hosts:
+        m = naive_host(pattern).fullmatch(name)
+        if m is not None:
+            return m.groupdict()
+    return {}
+
+
+def naive_match(table, method, host, path, headers, token):
     name = None
     if host:
         name = host.split(":")[0].lower().rstrip(".")
-    for i, (paths, methods, hosts, header_specs) in enumerate(table):
+    for i, (paths, methods, hosts, header_specs, tests) in enumerate(table):
         if methods is not None and method not in methods:
             continue
         if hosts is not None and not (name and any(naive_host(h).fullmatch(name) for h in hosts)):
@@ -585,12 +607,15 @@ def naive_match(table, method, host, path, headers):
             for h, regex in header_specs
         ):
             continue
+        if not all(test(token) for test in tests):
+            continue
+        variables = _host_variables(hosts, name) if hosts is not None else {}
         if paths is None:
-            return i, None
+            return i, (variables or None)
         for pattern in paths:
             m = naive_path(pattern).fullmatch(path)
             if m is not None:
-                return i, (m.groupdict() or None)
+                return i, ({**variables, **m.groupdict()} or None)
     return None
 
 
@@ -602,11 +627,11 @@ RUNS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCh
 def test_compiled_and_python_agree(table, probes):
     python = implementation("python").Router(table)
     compiled = implementation("compiled").Router(table)
-    for method, host, path, headers in probes:
+    for method, host, path, headers, token in probes:
         lookup = lambda name, headers=headers: headers.get(name, ())  # noqa: E731
-        assert compiled.match(method, host, path, lookup) == python.match(
-            method, host, path, lookup
-        ), (method, host, path, headers)
+        assert compiled.match(method, host, path, lookup, token) == python.match(
+            method, host, path, lookup, token
+        ), (method, host, path, headers, token)
 
 
 @pytest.mark.parametrize("name", ["python", "compiled"])
@@ -614,6 +639,7 @@ def test_compiled_and_python_agree(table, probes):
 @given(table=routes, probes=st.lists(requests, min_size=1, max_size=12))
 def test_agrees_with_a_naive_matcher(name, table, probes):
     router = implementation(name).Router(table)
-    for method, host, path, headers in probes:
-        got = router.match(method, host, path, lambda n, h=headers: h.get(n, ()))
-        assert got == naive_match(table, method, host, path, headers), (method, host, path)
+    for method, host, path, headers, token in probes:
+        got = router.match(method, host, path, lambda n, h=headers: h.get(n, ()), token)
+        expected = naive_match(table, method, host, path, headers, token)
+        assert got == expected, (method, host, path, token)

@@ -24,6 +24,7 @@ cdef class SegmentPattern:
     cdef bint anchored
     cdef Py_ssize_t width
     cdef tuple captures
+    cdef bint has_vars
 
 
 cdef class RouteCheck:
@@ -32,6 +33,8 @@ cdef class RouteCheck:
     cdef tuple host_patterns
     cdef tuple header_names
     cdef tuple header_tests
+    cdef tuple host_vars
+    cdef tuple tests
 
 
 cdef class Entry:
@@ -46,6 +49,7 @@ cdef class Entry:
 cdef class Probe:
     cdef object host
     cdef object header_values
+    cdef object request
     cdef object key
     cdef bint key_done
     cdef list labels
@@ -53,6 +57,7 @@ cdef class Probe:
 
     cdef bint host_matches(self, RouteCheck check) except -1
     cdef bint headers_match(self, RouteCheck check) except -1
+    cdef int host_variables(self, RouteCheck check, dict out) except -1
 
 
 cdef class Router:
@@ -62,3 +67,4 @@ cdef class Router:
     cdef bint needs_probe
 
     cdef object _walk(self, str path, Py_ssize_t length)
+    cdef dict _variables(self, SegmentPattern pattern, str path, Py_ssize_t length)

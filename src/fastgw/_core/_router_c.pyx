@@ -56,6 +56,7 @@ cdef SegmentPattern _pattern(object src):
     pattern.blocks = tuple([tuple([_element(e) for e in block]) for block in src.blocks])
     pattern.rest = src.rest
     pattern.min_gap = src.min_gap
+    pattern.has_vars = src.has_vars
     pattern.anchored = len(src.blocks) == 1 or (len(src.blocks) == 2 and not src.blocks[1])
     pattern.width = len(src.blocks[0])
     pattern.captures = tuple([
@@ -76,6 +77,9 @@ cdef RouteCheck _check(object src):
         check.host_patterns = tuple([_pattern(p) for p in src.host_patterns])
     check.header_names = src.header_names
     check.header_tests = src.header_tests
+    if src.host_vars is not None:
+        check.host_vars = tuple([p if type(p) is str else _pattern(p) for p in src.host_vars])
+    check.tests = src.tests
     return check
 
 
@@ -270,6 +274,21 @@ cdef class Probe:
                     return True
         return False
 
+    cdef int host_variables(self, RouteCheck check, dict out) except -1:
+        """The variables of the first of the route's host patterns that matches."""
+        cdef dict found
+        labels = (<str>self.key).split(".")
+        for pattern in check.host_vars:
+            if type(pattern) is str:
+                if pattern == self.key:
+                    return 0
+            else:
+                found = {}
+                if _place(<SegmentPattern>pattern, labels, found):
+                    out.update(found)
+                    return 0
+        return 0
+
     cdef bint headers_match(self, RouteCheck check) except -1:
         cdef Py_ssize_t k
         if self.cache is None:
@@ -300,7 +319,13 @@ cdef inline bint _admits(RouteCheck check, str method, Probe probe) except -1:
         return False
     if check.host_names is not None and not probe.host_matches(check):
         return False
-    return check.header_names is None or probe.headers_match(check)
+    if check.header_names is not None and not probe.headers_match(check):
+        return False
+    if check.tests is not None:
+        for test in check.tests:
+            if not test(probe.request):
+                return False
+    return True
 
 
 cdef inline Entry _scan(tuple ends, Entry best, str method, Probe probe):
@@ -376,7 +401,7 @@ cdef class Router:
         self.memo_slots = plan.memo_slots
         self.needs_probe = plan.needs_probe
 
-    def match(self, str method, host, str path not None, header_values):
+    def match(self, str method, host, str path not None, header_values, request=None):
         cdef Py_ssize_t length = len(path)
         cdef Entry best = None
         cdef Probe probe = None
@@ -386,6 +411,7 @@ cdef class Router:
             probe = Probe.__new__(Probe)
             probe.host = host
             probe.header_values = header_values
+            probe.request = request
         if self.always is not None:
             best = _scan(self.always, best, method, probe)
         if length and path[0] == "/":
@@ -399,11 +425,21 @@ cdef class Router:
             return None
         if not best.has_vars:
             return best.result
-        if best.pattern.anchored:
-            return best.route, _capture(best.pattern, path, length)
+        if best.check is not None and best.check.host_vars is not None:
+            out = {}
+            probe.host_variables(best.check, out)
+            if best.pattern is not None and best.pattern.has_vars:
+                out.update(self._variables(best.pattern, path, length))
+            return best.route, out or None
+        return best.route, self._variables(best.pattern, path, length)
+
+    cdef dict _variables(self, SegmentPattern pattern, str path, Py_ssize_t length):
+        cdef dict out
+        if pattern.anchored:
+            return _capture(pattern, path, length)
         out = {}
-        _place(best.pattern, PyUnicode_Substring(path, 1, length).split("/"), out)
-        return best.route, out
+        _place(pattern, PyUnicode_Substring(path, 1, length).split("/"), out)
+        return out
 
     cdef object _walk(self, str path, Py_ssize_t length):
         # A state is (node, offset of the next segment); offset length + 1 is the end.

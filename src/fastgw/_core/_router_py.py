@@ -32,7 +32,7 @@ Path patterns (Spring ``PathPattern`` style), split into segments on ``/``:
 Host patterns split into labels on ``.``, compared case-insensitively, with
 the request's port and a trailing dot ignored: ``example.com``,
 ``*.example.com`` (one label), ``**.example.com`` (one or more labels),
-``{sub}.example.com`` (one label; host variables are not captured),
+``{sub}.example.com`` (one label, captured as ``sub``),
 ``{sub:regex}`` (the regex matches one label, ignoring case), in-label ``*``
 and ``?``; ``[::1]`` style IPv6 literals compare in canonical form. A request
 without a Host never matches a Host predicate.
@@ -55,7 +55,13 @@ the candidate patterns of every branch that reaches the end of the path. The
 walk is iterative, and a ``**`` node with children remembers the earliest
 position it was entered from, so each (node, position) pair is visited once.
 Candidate lists are sorted by written order; the lowest one whose method,
-host and header predicates pass wins.
+host and header predicates pass wins. A route may also carry tests the trie
+cannot index (cookies, query, client address, time, weight): callables given
+the request, run last and only on candidates.
+
+A match is ``(route, variables)``: the variables of the first of the route's
+host patterns, in written order, that matches, then those of its path
+pattern; None when neither has any.
 """
 
 from __future__ import annotations
@@ -529,16 +535,26 @@ class Node:
 
 
 class RouteCheck:
-    """The non-path predicates of one route; None for a predicate means any."""
+    """The non-path predicates of one route; None for a predicate means any.
 
-    __slots__ = ("header_names", "header_tests", "host_names", "host_patterns", "methods")
+    ``host_vars`` lists the host patterns in written order (names as str)
+    when one of them has variables to capture.
+    """
 
-    def __init__(self, methods, host_names, host_patterns, header_names, header_tests):
+    __slots__ = (
+        "header_names", "header_tests", "host_names", "host_patterns", "host_vars", "methods",
+        "tests",
+    )  # fmt: skip
+
+    def __init__(self, methods, host_names, host_patterns, header_names, header_tests,
+                 host_vars=None, tests=None):
         self.methods = methods
         self.host_names = host_names
         self.host_patterns = host_patterns
         self.header_names = header_names
         self.header_tests = header_tests
+        self.host_vars = host_vars
+        self.tests = tests
 
 
 class Entry:
@@ -551,7 +567,9 @@ class Entry:
         self.route = route
         self.check = check
         self.pattern = pattern
-        self.has_vars = pattern is not None and pattern.has_vars
+        self.has_vars = (pattern is not None and pattern.has_vars) or (
+            check is not None and check.host_vars is not None
+        )
         self.result = (route, None)
 
 
@@ -566,22 +584,25 @@ def _values(spec, what, i):
     return spec
 
 
-def _route_check(i, methods, hosts, headers):
+def _route_check(i, methods, hosts, headers, extra):
     if methods is not None:
         for m in methods:
             if not isinstance(m, str) or not _TOKEN.fullmatch(m.upper()):
                 raise ValueError(f"route {i}: invalid method {m!r}")
         methods = frozenset(m.upper() for m in methods)
-    host_names = host_patterns = None
+    host_names = host_patterns = host_vars = None
     if hosts is not None:
-        names, patterns = [], []
+        names, patterns, ordered = [], [], []
         for h in hosts:
             try:
                 parsed = parse_host_pattern(h)
             except ValueError as exc:
                 raise ValueError(f"route {i}: {exc}") from None
             (names if isinstance(parsed, str) else patterns).append(parsed)
+            ordered.append(parsed)
         host_names, host_patterns = frozenset(names), tuple(patterns)
+        if any(p.has_vars for p in patterns):
+            host_vars = tuple(ordered)
     header_names = header_tests = None
     if headers:
         names, tests = [], []
@@ -596,9 +617,13 @@ def _route_check(i, methods, hosts, headers):
                 raise ValueError(f"route {i}: {exc}") from None
             tests.append(None if test is None else test.fullmatch)
         header_names, header_tests = tuple(names), tuple(tests)
-    if methods is None and hosts is None and header_names is None:
+    if extra is not None and not all(callable(test) for test in extra):
+        raise TypeError(f"route {i}: tests must be callables")
+    if methods is None and hosts is None and header_names is None and extra is None:
         return None
-    return RouteCheck(methods, host_names, host_patterns, header_names, header_tests)
+    return RouteCheck(
+        methods, host_names, host_patterns, header_names, header_tests, host_vars, extra
+    )
 
 
 def _insert(root, pattern, entry):
@@ -667,17 +692,21 @@ class Plan:
         needs_probe = False
         checks = {}
         for i, spec in enumerate(routes):
-            paths, methods, hosts, headers = spec
+            paths, methods, hosts, headers = spec[:4]
+            tests = tuple(spec[4]) if len(spec) > 4 and spec[4] else None
             key = (
                 _values(methods, "methods", i),
                 _values(hosts, "hosts", i),
                 tuple(tuple(h) for h in headers) if headers else None,
+                tests,
             )
             if key not in checks:
                 checks[key] = _route_check(i, *key)
             check = checks[key]
             if check is not None and (
-                check.host_names is not None or check.header_names is not None
+                check.host_names is not None
+                or check.header_names is not None
+                or check.tests is not None
             ):
                 needs_probe = True
             paths = _values(paths, "paths", i)
@@ -709,11 +738,12 @@ _UNSET = object()
 class Probe:
     """Per-request host and header lookups, each done at most once."""
 
-    __slots__ = ("_cache", "_header_values", "_host", "_key", "_labels")
+    __slots__ = ("_cache", "_header_values", "_host", "_key", "_labels", "request")
 
-    def __init__(self, host, header_values):
+    def __init__(self, host, header_values, request):
         self._host = host
         self._header_values = header_values
+        self.request = request
         self._key = _UNSET
         self._labels = None
         self._cache = None
@@ -734,6 +764,20 @@ class Probe:
                 if place(pattern, labels, None):
                     return True
         return False
+
+    def host_variables(self, check, out):
+        """The variables of the first of the route's host patterns that matches."""
+        key = host_key(self._host)
+        labels = key.split(".")
+        for pattern in check.host_vars:
+            if type(pattern) is str:
+                if pattern == key:
+                    return
+            else:
+                found = {}
+                if place(pattern, labels, found):
+                    out.update(found)
+                    return
 
     def headers_match(self, check):
         cache = self._cache
@@ -759,7 +803,14 @@ def _admits(check, method, probe):
         return False
     if check.host_names is not None and not probe.host_matches(check):
         return False
-    return check.header_names is None or probe.headers_match(check)
+    if check.header_names is not None and not probe.headers_match(check):
+        return False
+    if check.tests is not None:
+        request = probe.request
+        for test in check.tests:
+            if not test(request):
+                return False
+    return True
 
 
 class Router:
@@ -774,7 +825,7 @@ class Router:
         self._memo_slots = plan.memo_slots
         self._needs_probe = plan.needs_probe
 
-    def match(self, method, host, path, header_values):
+    def match(self, method, host, path, header_values, request=None):
         hits = []
         if self._always is not None:
             hits.append(self._always)
@@ -784,7 +835,7 @@ class Router:
         else:
             segs = None
         best = None
-        probe = Probe(host, header_values) if self._needs_probe else None
+        probe = Probe(host, header_values, request) if self._needs_probe else None
         for ends in hits:
             for entry in ends:
                 if best is not None and entry.ordinal >= best.ordinal:
@@ -797,8 +848,11 @@ class Router:
         if not best.has_vars:
             return best.result
         out = {}
-        place(best.pattern, segs, out)
-        return best.route, out
+        if best.check is not None and best.check.host_vars is not None:
+            probe.host_variables(best.check, out)
+        if best.pattern is not None and best.pattern.has_vars:
+            place(best.pattern, segs, out)
+        return best.route, out or None
 
     def _walk(self, segs, hits):
         n = len(segs)

@@ -13,7 +13,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,6 +24,9 @@ from fastgw._core._router_py import (
     validate_path_pattern,
 )
 from fastgw.cors import CorsPolicy, CorsSection, check_policy, origin_pattern
+from fastgw.filters.breaker import breaker_args
+from fastgw.filters.retry import RetryPolicy, retry_args
+from fastgw.predicates import CHECKS as PREDICATE_CHECKS
 from fastgw.tls import SUBJECT_SOURCES, XFCC_FIELDS, check_ciphers, check_scope_pattern
 
 from .errors import ConfigError
@@ -43,6 +46,7 @@ from .model import (
     Predicate,
     Provider,
     PythonFilters,
+    Rate,
     RateLimit,
     Redis,
     Route,
@@ -64,10 +68,12 @@ from .source import (
 from .spring import (
     FILTER_ARGS,
     PREDICATE_ARGS,
+    camel_case,
     compile_regex,
     expanded_args,
     python_regex,
     python_replacement,
+    refuse_spel,
     split_shortcut,
 )
 from .units import parse_duration, parse_rate, parse_size, show
@@ -200,6 +206,9 @@ class _Reader:
         self.rate_limits: dict[str, RateLimit] = {}
         self.route_ids: dict[str, str] = {}
         self.has_redis = False
+        self.spring = False  # routes under spring.cloud.gateway: SCG's defaults
+        self.default_filters: tuple[Any, Spot] | None = None
+        self.globalcors: tuple[Any, Spot] | None = None  # for the cors: section
 
     # --- plumbing -------------------------------------------------------------------------
 
@@ -293,7 +302,13 @@ class _Reader:
         audit = top.section("audit", self.log_target)
         access_log = top.section("access_log", self.log_target)
         routes = top.section("routes", lambda value, at: self.items(value, at, self.route), [])
+        if "spring" in top:
+            if routes:
+                self.error(top.spot("spring"), "routes are either under routes: or under spring:")
+            routes = top.section("spring", self.spring_layout, [])
         cors = top.section("cors", self.cors)
+        if cors is None and self.globalcors is not None:
+            cors = self.apply(self.cors, *self.globalcors)
         python_filters = top.section(
             "python_filters", lambda value, at: self.items(value, at, self.python_filters), [])
         if self.errors:
@@ -634,8 +649,80 @@ class _Reader:
 
     # --- routes --------------------------------------------------------------------------------
 
+    # --- the Spring Cloud Gateway layout ----------------------------------------------------
+
+    def spring_layout(self, value: Any, at: Spot) -> list[Route]:
+        """``spring.cloud.gateway`` (or SCG 4's ``.server.webflux``): routes in ``order``."""
+        f = self.fields(value, at, ("cloud", "application", "profiles", "main"))
+        cloud = f.section("cloud", lambda v, s: self.fields(v, s, ("gateway",)))
+        if cloud is None:
+            return []
+        self.spring = True
+        return cloud.section("gateway", self.spring_gateway, [])
+
+    def spring_gateway(self, value: Any, at: Spot) -> list[Route]:
+        f = self.spring_fields(value, at, _SPRING_GATEWAY_KEYS)
+        if "server" in f:
+            server = f.section("server", lambda v, s: self.fields(v, s, ("webflux",)))
+            if server is not None and "webflux" in server:
+                if "routes" in f:
+                    self.error(f.spot("server"), "routes are either under gateway or under "
+                               "gateway.server.webflux")
+                return server.section("webflux", self.spring_gateway, [])
+        if "globalcors" in f:
+            # fastgw's own cors: section has globalcors's shape.
+            self.globalcors = f.section("globalcors", lambda v, s: (v, s))
+        self.default_filters = f.section("default-filters", lambda v, s: (v, s))
+        routes = f.section("routes", lambda v, s: self.items(v, s, self.route), [])
+        return sorted(routes, key=lambda route: route.order)
+
+    def spring_fields(self, value: Any, at: Spot, known: tuple[str, ...]) -> _Fields:
+        """Fields with Spring's relaxed binding: ``defaultFilters`` is ``default-filters``;
+        settings only a JVM can use are named as such."""
+        if isinstance(value, LineMap):
+            relaxed = LineMap()
+            for key, item in value.items():
+                kebab = _kebab(key)
+                if kebab in _JVM_KEYS:
+                    self.error(at.key(key, value.lines[key]), f"{key} {_JVM_KEYS[kebab]}")
+                    continue
+                if isinstance(item, str) and "#{" in item:
+                    self.apply(lambda v, _: refuse_spel(v), item, at.key(key, value.lines[key]))
+                    continue
+                relaxed[kebab] = item
+                relaxed.lines[kebab] = value.lines[key]
+            value = relaxed
+        return self.fields(value, at, known)
+
+    def route_metadata(self, value: Any, at: Spot) -> dict[str, Any]:
+        """``response-timeout`` and ``connect-timeout`` in milliseconds, as SCG reads them;
+        ``cors``, the route's CORS policy."""
+        f = self.spring_fields(value, at, ("response-timeout", "connect-timeout", "cors"))
+        found = {
+            key.replace("-", "_"): f.get(key, _millis)
+            for key in ("response-timeout", "connect-timeout")
+            if key in f
+        }
+        if "cors" in f:
+            found["cors"] = f.section("cors", self.cors_policy)
+        return {key: value for key, value in found.items() if value is not None}
+
+    def route_service(self, service: str, route_id: str, metadata: dict, line: int) -> str:
+        """A route with its own timeouts or retries gets its own copy of its service
+        (and pool)."""
+        changes = {k: v for k, v in metadata.items() if k in _ROUTE_SERVICE_KEYS}
+        base = self.services.get(service)
+        if not changes or base is None:
+            return service
+        name = f"{service}#{route_id}"
+        self.services[name] = replace(base, name=name, line=line, **changes)
+        return name
+
     def route(self, value: Any, at: Spot) -> Route | None:
-        f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters", "metadata"))
+        if self.spring:
+            f = self.spring_fields(value, at, _SPRING_ROUTE_KEYS)
+        else:
+            f = self.fields(value, at, ("id", "uri", "predicates", "auth", "filters", "metadata"))
         route_id = f.get("id", _text, required=True)
         if route_id is not None:
             if route_id in self.route_ids:
@@ -646,7 +733,9 @@ class _Reader:
             self.route_ids.setdefault(route_id, at.path)
         target = f.get("uri", self.route_target, required=True)
         predicates = f.section("predicates", self.predicates, [])
-        auth = f.get("auth", _choice(*AUTH_MODES), None if "auth" in f else "jwt")
+        # SCG routes are open unless the file declares token providers.
+        default_auth = "jwt" if self.providers_declared or not self.spring else "none"
+        auth = f.get("auth", _choice(*AUTH_MODES), None if "auth" in f else default_auth)
         label = f"route {route_id!r}" if route_id is not None else "this route"
         if auth in ("jwt", "jwt_or_mtls") and not self.providers_declared:
             self.error(f.spot("auth"), f"{label} needs auth.jwt.providers (or auth: none)")
@@ -657,14 +746,23 @@ class _Reader:
             )
         read_filter = partial(self.filter, auth=auth, label=label)
         filters = f.section("filters", lambda v, s: self.items(v, s, read_filter), [])
-        cors = f.section("metadata", self.route_cors)
+        if self.default_filters is not None:
+            defaults, spot = self.default_filters
+            read_defaults = partial(self.items, read=read_filter)
+            filters = [*(self.apply(read_defaults, defaults, spot) or ()), *filters]
+        order = f.get("order", _order, 0)
+        metadata = f.section("metadata", self.route_metadata, {})
         if route_id is None or target is None:
             return None
         uri, service, instance = target
         if instance is not None and service not in self.services:
             self.services[service] = Service(service, (instance,), line=f.spot("uri").line)
+        retries = [RetryPolicy(spec.args).retries for spec in filters if spec.name == "Retry"]
+        if retries:
+            metadata = {**metadata, "retries": retries[-1]}
+        service = self.route_service(service, route_id, metadata, at.line)
         return Route(route_id, uri, service, tuple(predicates), auth, tuple(filters), line=at.line,
-                     cors=cors)
+                     order=order, cors=metadata.get("cors"))
 
     def predicates(self, value: Any, at: Spot) -> list[Predicate]:
         first: dict[str, str] = {}
@@ -702,13 +800,18 @@ class _Reader:
     def spring_form(self, value: Any, at: Spot, known: dict) -> tuple[str, tuple[str, ...]] | None:
         """A predicate or filter, shortcut or expanded, as (name, args)."""
         if isinstance(value, str):
-            return split_shortcut(value)
+            name, args = split_shortcut(value)
+            named = _NAMED_ARGS.get(name)
+            return (name, named(args, True)) if named else (name, args)
         if not isinstance(value, LineMap):
             raise ValueError(f"expected NAME=ARGS or {{name: NAME, args: ...}}, got {show(value)}")
         f = self.fields(value, at, ("name", "args"))
         name = f.get("name", _text, required=True)
         if name is None or holds_unset(value.get("args")):
             return None
+        named = _NAMED_ARGS.get(name)
+        if named is not None:
+            return name, f.section("args", lambda v, s: named(_relaxed(v), False), ())
         args = f.section("args", lambda v, s: expanded_args(name, v, known))
         if args is None and "args" in f:
             return None
@@ -719,9 +822,11 @@ class _Reader:
         if form is None:
             return None
         name, args = form
+        if name == "Path":
+            return Predicate(name, _path_args(args, self.spring), line=at.line)
         check = _PREDICATES.get(name)
         if check is None:
-            raise ValueError(f"unknown predicate {name!r}{_hint(name, _PREDICATES)}")
+            raise ValueError(f"unknown predicate {name!r}{_hint(name, ['Path', *_PREDICATES])}")
         return Predicate(name, check(args), line=at.line)
 
     def filter(self, value: Any, at: Spot, auth: str | None, label: str) -> FilterSpec | None:
@@ -729,6 +834,8 @@ class _Reader:
         if form is None:
             return None
         name, args = form
+        if name == "RequestRateLimiter":
+            name, args = "RateLimit", (self.request_rate_limiter(args, auth, label, at),)
         if name == "RateLimit":
             self.check_rate_limit_filter(args, auth, label)
         elif name == "StripPrefix":
@@ -754,6 +861,34 @@ class _Reader:
         if problem:
             raise ValueError(problem)
         return FilterSpec(name, args, line=at.line)
+
+    def request_rate_limiter(self, args: tuple[str, ...], auth: str | None, label: str,
+                             at: Spot) -> str:
+        """SCG's RequestRateLimiter as a rate limit of fastgw's own, keyed by the principal.
+
+        Each request takes ``requestedTokens``: a bucket refilled at
+        ``replenishRate`` tokens a second holding ``burstCapacity`` is one
+        refilled at replenishRate / requestedTokens requests a second holding
+        burstCapacity / requestedTokens of them.
+        """
+        if not 1 <= len(args) <= 3:
+            raise ValueError("RequestRateLimiter takes REPLENISH_RATE, BURST_CAPACITY, "
+                             "REQUESTED_TOKENS")
+        replenish, burst, requested = (*(_whole(a) for a in args), 1, 1)[:3]
+        if burst < requested or replenish < requested:
+            raise ValueError("RequestRateLimiter: replenishRate and burstCapacity must be at "
+                             "least requestedTokens")
+        if auth in (None, "none"):
+            raise ValueError(f"RequestRateLimiter keys by the verified principal, and {label} "
+                             "has auth: none")
+        key = "mtls.subject" if auth == "mtls" else "jwt.sub"
+        name = f"{at.path}.RequestRateLimiter"
+        rate = Rate(replenish // requested, 1.0, f"{replenish // requested}/s")
+        store = "redis" if self.has_redis else "local"
+        self.limit_names.add(name)
+        self.rate_limits[name] = RateLimit(name, rate, burst // requested, key, store,
+                                           line=at.line)
+        return name
 
     def forward_client_cert(self, args: tuple[str, ...]) -> tuple[str, ...]:
         """The XFCC fields to send, in Envoy's order, ``Hash`` always among them."""
@@ -825,14 +960,6 @@ class _Reader:
             simple = self.apply(lambda v, _: _boolean(v), item, spot) or False
         return CorsSection(tuple(configurations), simple)
 
-    def route_cors(self, value: Any, at: Spot) -> CorsPolicy | None:
-        """A route's ``metadata``: free-form, as in SCG, but for ``cors``."""
-        if not isinstance(value, LineMap):
-            raise ValueError(f"expected a mapping, got {show(value)}")
-        if "cors" not in value:
-            return None
-        return self.apply(self.cors_policy, value["cors"], at.key("cors", value.lines["cors"]))
-
     def cors_policy(self, value: Any, at: Spot) -> CorsPolicy:
         settings = self.relaxed(value, at, _CORS_POLICY_KEYS)
         values = {}
@@ -889,9 +1016,14 @@ class _Reader:
 
 _TOP_KEYS = (
     "listeners", "admin", "workers", "trusted_proxies", "limits", "drain_timeout", "auth",
-    "services", "rate_limits", "redis", "audit", "access_log", "routes", "cors",
+    "services", "rate_limits", "redis", "audit", "access_log", "routes", "spring", "cors",
     "python_filters",
 )  # fmt: skip
+# Filters whose expanded arguments are read by name, SCG's defaults for the rest.
+_NAMED_ARGS = {"Retry": retry_args, "CircuitBreaker": breaker_args}
+_ROUTE_SERVICE_KEYS = ("response_timeout", "connect_timeout", "retries")
+_SPRING_GATEWAY_KEYS = ("routes", "default-filters", "globalcors", "server")
+_SPRING_ROUTE_KEYS = ("id", "uri", "predicates", "filters", "order", "metadata", "auth")
 _CORS_SECTION_KEYS = {"corsconfigurations": "configurations",
                       "addtosimpleurlhandlermapping": "simple"}  # fmt: skip
 _CORS_POLICY_KEYS = {
@@ -958,7 +1090,18 @@ def _cors_token(what: str) -> Callable[[str], str]:
 def _max_age(value: Any) -> int:
     return int(parse_duration(value))
 
-
+_JVM_KEYS = {
+    "key-resolver": "names a Java KeyResolver bean; fastgw keys RequestRateLimiter by the "
+                    "verified principal",
+    "discovery": "uses a Java DiscoveryClient; list the instances under services:",
+    "httpclient": "configures Reactor Netty; see services: (timeouts, tls, max_connections)",
+    "filter": "configures Java filter beans; set the arguments on the filter itself",
+    "predicate": "configures Java predicate beans; set the arguments on the predicate itself",
+    "redis-rate-limiter": "configures a Java bean; set RequestRateLimiter's arguments",
+    "route-filter-cache-enabled": "is a Java cache setting",
+    "x-forwarded": "configures a Java filter; fastgw always sets X-Forwarded-*",
+    "forwarded": "configures a Java filter; fastgw always sets X-Forwarded-*",
+}
 _LIMIT_KEYS = (
     "max_request_line", "max_header_bytes", "max_headers", "max_body",
     "header_timeout", "idle_timeout", "max_connections",
@@ -983,6 +1126,38 @@ def _in_file_order(errors: list[tuple[str, int, str]]) -> list[tuple[str, int, s
 
 
 # --- scalar values ---------------------------------------------------------------------------
+
+
+def _whole(text: str) -> int:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise ValueError(f"{show(text)} is not a whole number >= 1")
+    return int(text)
+
+
+def _relaxed(args: Any) -> dict:
+    """Expanded arguments by their camel-case names (``status-codes`` is ``statusCodes``)."""
+    if not isinstance(args, LineMap):
+        raise ValueError(f"expected a mapping of arguments, got {show(args)}")
+    return {camel_case(key): value for key, value in args.items()}
+
+
+def _kebab(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", lambda m: "-" + m[1].lower(), key)
+
+
+def _order(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"expected a whole number, got {show(value)}")
+    return value
+
+
+def _millis(value: Any) -> float:
+    """A timeout as SCG writes it: milliseconds, or a duration with its unit."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value <= 0:
+            raise ValueError("must be more than 0 ms")
+        return value / 1000
+    return _duration(positive=True)(value)
 
 
 def _text(value: Any) -> str:
@@ -1278,12 +1453,26 @@ def _check_scopes(scopes: tuple[str, ...]) -> None:
 # --- predicates and filters ------------------------------------------------------------------
 
 
-def _path_args(args: tuple[str, ...]) -> tuple[str, ...]:
+def _path_args(args: tuple[str, ...], trailing_slash: bool) -> tuple[str, ...]:
+    """The patterns; with matchTrailingSlash (SCG's default), each also with a slash added."""
+    if args and args[-1].lower() in ("true", "false"):
+        trailing_slash = args[-1].lower() == "true"
+        args = args[:-1]
     if not args:
         raise ValueError("Path needs at least one pattern")
     for pattern in args:
         validate_path_pattern(pattern)
-    return args
+    if not trailing_slash:
+        return args
+    extra = tuple(p + "/" for p in args if _takes_slash(p))
+    return args + tuple(p for p in extra if p not in args)
+
+
+def _takes_slash(pattern: str) -> bool:
+    """``/red/{segment}`` may be asked for as ``/red/blue/``; ``/a/``, ``/a/**`` and
+    ``/files/{*rest}`` already take it."""
+    last = pattern.rsplit("/", 1)[-1]
+    return bool(last) and last != "**" and not last.startswith("{*")
 
 
 def _host_args(args: tuple[str, ...]) -> tuple[str, ...]:
@@ -1316,7 +1505,7 @@ def _header_args(args: tuple[str, ...]) -> tuple[str, ...]:
 
 
 _PREDICATES: dict[str, Callable[[tuple[str, ...]], tuple[str, ...]]] = {
-    "Path": _path_args,
+    **PREDICATE_CHECKS,
     "Method": _method_args,
     "Host": _host_args,
     "Header": _header_args,

@@ -187,6 +187,7 @@ class Route:
     auth: str = "jwt"  # jwt | mtls | jwt_or_mtls | none
     filters: tuple[FilterSpec, ...] = ()
     line: int = 0
+    order: int = 0  # SCG's route order: lower first, written order among equals
     cors: CorsPolicy | None = None  # metadata.cors
 
 

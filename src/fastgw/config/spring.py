@@ -13,10 +13,18 @@ import re
 from .units import show
 
 PREDICATE_ARGS: dict[str, tuple[str, ...]] = {
-    "Path": ("patterns",),
-    "Method": ("methods",),
-    "Host": ("patterns",),
+    "After": ("datetime",),
+    "Before": ("datetime",),
+    "Between": ("datetime1", "datetime2"),
+    "Cookie": ("name", "regexp"),
     "Header": ("header", "regexp"),
+    "Host": ("patterns",),
+    "Method": ("methods",),
+    "Path": ("patterns", "matchTrailingSlash"),
+    "Query": ("param", "regexp"),
+    "RemoteAddr": ("sources",),
+    "XForwardedRemoteAddr": ("sources",),
+    "Weight": ("group", "weight"),
 }
 
 FILTER_ARGS: dict[str, tuple[str, ...]] = {
@@ -26,29 +34,72 @@ FILTER_ARGS: dict[str, tuple[str, ...]] = {
     "StripPrefix": ("parts",),
     "RewritePath": ("regexp", "replacement"),
     "AddRequestHeader": ("name", "value"),
+    "AddRequestHeadersIfNotPresent": ("headers",),
+    "AddRequestParameter": ("name", "value"),
+    "MapRequestHeader": ("fromHeader", "toHeader"),
+    "RemoveRequestParameter": ("name",),
     "SetRequestHeader": ("name", "value"),
     "RemoveRequestHeader": ("name",),
+    "SetRequestHostHeader": ("host",),
+    "PreserveHostHeader": (),
     "AddResponseHeader": ("name", "value"),
+    "SetResponseHeader": ("name", "value"),
+    "RemoveResponseHeader": ("name",),
+    "DedupeResponseHeader": ("name", "strategy"),
+    "RewriteResponseHeader": ("name", "regexp", "replacement"),
+    "SecureHeaders": (),
+    "PrefixPath": ("prefix",),
+    "SetPath": ("template",),
+    "RedirectTo": ("status", "url", "includeRequestParams"),
+    "SetStatus": ("status",),
+    "RequestSize": ("maxSize",),
+    "RequestHeaderSize": ("maxSize", "errorHeaderName"),
+    "RequestRateLimiter": (
+        "redisRateLimiter.replenishRate", "redisRateLimiter.burstCapacity",
+        "redisRateLimiter.requestedTokens",
+    ),
+}
+
+# Arguments a mapping may leave out, as SCG's defaults, so the others keep their places.
+_DEFAULTS = {
+    "RequestRateLimiter": {"redisRateLimiter.burstCapacity": "1",
+                           "redisRateLimiter.requestedTokens": "1"},
 }
 
 # In the shortcut form the last of these arguments takes the rest of the text,
 # commas included, so that header values and replacements may hold commas.
 _FIXED_ARITY = {
     "Header": 2,
+    "Cookie": 2,
+    "Query": 2,
     "RewritePath": 2,
     "AddRequestHeader": 2,
     "SetRequestHeader": 2,
     "AddResponseHeader": 2,
+    "SetResponseHeader": 2,
+    "AddRequestParameter": 2,
+    "RewriteResponseHeader": 3,
     "RemoveRequestHeader": 1,
+    "RemoveResponseHeader": 1,
     "StripPrefix": 1,
+    "SetPath": 1,
 }
 
 
+_FACTORY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*")
+
+
+def refuse_spel(text: str) -> None:
+    if "#{" in text:
+        raise ValueError(f"{show(text)} holds a SpEL expression (#{{...}}), which needs a JVM")
+
+
 def split_shortcut(text: str) -> tuple[str, tuple[str, ...]]:
-    name, equals, rest = text.partition("=")
+    refuse_spel(text)
+    name, _, rest = text.partition("=")
     name = name.strip()
-    if not equals or not name:
-        raise ValueError(f"{show(text)} is not NAME=ARGS (a filter without arguments is NAME=)")
+    if not _FACTORY_NAME.fullmatch(name):
+        raise ValueError(f"{show(text)} is not NAME=ARGS or NAME")
     if not rest.strip():
         return name, ()
     arity = _FIXED_ARITY.get(name)
@@ -71,12 +122,24 @@ def expanded_args(name: str, args: object, known: dict[str, tuple[str, ...]]) ->
     if names is None:
         values = list(args.values())
     else:
+        args = {**_DEFAULTS.get(name, {}), **{camel_case(k): v for k, v in args.items()}}
+        if "keyResolver" in args:
+            raise ValueError(
+                f"{name}: key-resolver names a Java KeyResolver bean; fastgw keys "
+                f"{name} by the verified principal"
+            )
         unknown = [key for key in args if key not in names]
         if unknown:
             expected = ", ".join(names) if names else "none"
             raise ValueError(f"{name} has no argument {unknown[0]!r} (arguments: {expected})")
         values = [args[key] for key in names if key in args]
     return tuple(arg for value in values for arg in _spread(value))
+
+
+def camel_case(key: str) -> str:
+    """Spring's relaxed binding: ``burst-capacity`` is ``burstCapacity``."""
+    head, *rest = key.split("-")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _spread(value: object) -> tuple[str, ...]:
@@ -86,6 +149,7 @@ def _spread(value: object) -> tuple[str, ...]:
         if isinstance(item, bool):
             args.append("true" if item else "false")
         elif isinstance(item, str | int | float):
+            refuse_spel(str(item))
             args.append(str(item))
         else:
             raise ValueError(f"an argument must be text or a number, not {show(item)}")

@@ -2,4 +2,4 @@
 cdef class Request:
     cdef public object claims, client_cert, client_ip, context, forwarded_for, headers, host, identity
     cdef public object method, path, path_vars, query, request_id_bytes, route_id, scheme
-    cdef public object scopes, version
+    cdef public object scopes, sent, version

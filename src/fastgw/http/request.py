@@ -21,6 +21,7 @@ class Request:
         "route_id",
         "scheme",
         "scopes",
+        "sent",
         "version",
     )
 
@@ -53,6 +54,12 @@ class Request:
         self.client_cert = None  # the connection's verified client certificate (ClientIdentity)
         self.forwarded_for: list[str] = []  # X-Forwarded-For values the caller sent
         self.identity = None  # the verified credential (token result, client certificate)
+        self.sent: list[tuple[bytes, bytes]] | tuple = ()  # header fields as the client sent them
+
+    def sent_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (lower case) as the client sent it: what routes see."""
+        key = name.encode("latin-1")
+        return [v.decode("latin-1") for n, v in self.sent if n.lower() == key]
 
     @property
     def request_id(self) -> str:

@@ -50,23 +50,30 @@ class Rejection:
     """A check's verdict against a request: the status and what goes with it.
 
     With a ``body`` it is a whole answer of the check's own (a CORS preflight,
-    a Python filter's response) instead of the gateway's JSON error.
+    a Python filter's response) instead of the gateway's JSON error; with a
+    ``forward`` path the request is routed again there instead (a fallback).
     """
 
-    __slots__ = ("body", "error", "headers", "status")
+    __slots__ = ("body", "error", "forward", "headers", "status")
 
     def __init__(self, status: int, error: str | None = None, headers=(),
-                 body: bytes | None = None) -> None:
+                 body: bytes | None = None, *, forward: str | None = None) -> None:
         self.status = status
         self.error = error
         self.headers = headers
         self.body = body
+        self.forward = forward
 
-    def answer(self, ex: Exchange) -> None:
+    def answer(self, ex: Exchange) -> bool:
+        """Answer the request; True when it went on to another route instead."""
+        if self.forward is not None:
+            ex.forward(self.forward)
+            return True
         if self.body is None:
             ex.respond_error(self.status, self.error, self.headers)
         else:
             ex.respond(self.status, self.headers, self.body)
+        return False
 
 
 class Exchange:
@@ -150,7 +157,7 @@ class Exchange:
         self.started_at = 0.0
         self._finished = False
         self._resolved = True
-        self._head: tuple[bytes, bytes] | None = None
+        self._head: tuple[bytes, bytes | None, bytes] | None = None
         self._instance = None
         self._tried = None
         self._sent = False
@@ -177,7 +184,7 @@ class Exchange:
             request = self.request
             snapshot = self.snapshot
             hit = snapshot.router.match(request.method, request.host, request.path,
-                                        request.headers.getall)
+                                        request.sent_values, request)
             if hit is None:
                 cors = snapshot.unrouted_cors
                 if cors is None or not cors.answer_unrouted(self):
@@ -203,11 +210,16 @@ class Exchange:
             if type(verdict) is not Rejection:
                 self.task = self.connection.loop.create_task(self._check_later(verdict, i))
                 return
-            verdict.answer(self)
-            self.finish()
+            if not verdict.answer(self):
+                self.finish()
             return
         for f in self.route.request_filters:
-            f.on_request(self.request)
+            answer = f.on_request(self.request)
+            if answer is not None:
+                # The filter answers itself (a redirect, a size refused).
+                self.respond_error(*answer)
+                self.finish()
+                return
         if self.preset is not None:
             self.respond_error(*self.preset)
             self.finish()
@@ -221,8 +233,8 @@ class Exchange:
             if self.connection.closing:
                 self.finish()
             elif verdict is not None:
-                verdict.answer(self)
-                self.finish()
+                if not verdict.answer(self):
+                    self.finish()
             else:
                 self._check(i)
         except asyncio.CancelledError:
@@ -275,12 +287,12 @@ class Exchange:
             return
         self._sent = True
         self._resolved = False
-        first_line, rest = self._head
+        first_line, host_line, rest = self._head
         conn.begin(self)
         self.upstream = conn
         if self.connection.write_paused:
             conn.transport.pause_reading()
-        conn.transport.write(b"".join((first_line, conn.pool.host_line, rest)))
+        conn.transport.write(b"".join((first_line, host_line or conn.pool.host_line, rest)))
         if self.has_body:
             self.send_continue()
             self.task = self.connection.loop.create_task(self._send_body(conn))
@@ -364,6 +376,12 @@ class Exchange:
             self._attempt()
 
     def _give_up(self, error: UpstreamError) -> None:
+        breaker = self.route.breaker
+        if breaker is not None and self.preset is None and not self.response_started:
+            breaker.record(True)
+            if breaker.fallback is not None:
+                self.forward(breaker.fallback)
+                return
         if self.preset is not None:
             if not self.response_started:
                 self.respond_error(*self.preset)
@@ -393,19 +411,43 @@ class Exchange:
         if not connection.closing:
             connection.exchange_done(self)
 
-    def _failed_inside(self) -> None:
-        log.exception("request %s failed inside the gateway",
-                      self.request.request_id if self.request is not None else "-")
-        if self._finished:
-            return
+    def _let_go(self) -> None:
+        """End the attempt under way, if any, dropping its upstream connection."""
         conn = self.upstream
         if conn is not None and not self._resolved:
-            # An attempt under way ends here: no later response may reach this client.
             self._resolved = True
             self.upstream = None
             conn.abandon()
             self._attempt_done()
             self._instance.pool.release(conn)
+
+    def forward(self, path: str) -> None:
+        """Route the request again, to ``path`` (``forward:`` in a fallback): once only."""
+        request = self.request
+        snapshot = self.snapshot
+        hit = None
+        if not request.route_id.startswith("forward:"):
+            request.path = path
+            hit = snapshot.router.match(request.method, request.host, path,
+                                        request.sent_values, request)
+        if hit is None:
+            self.respond_error(503, "no_fallback")
+            self.finish()
+            return
+        route = self.route = snapshot.routes[hit[0]]
+        request.route_id = "forward:" + route.id
+        request.path_vars = hit[1]
+        self._tried = None
+        self._attempts = 0
+        self._check(0)
+
+    def _failed_inside(self) -> None:
+        log.exception("request %s failed inside the gateway",
+                      self.request.request_id if self.request is not None else "-")
+        if self._finished:
+            return
+        # An attempt under way ends here: no later response may reach this client.
+        self._let_go()
         if not self.response_started:
             self.keep_alive = False
             self.respond_error(500)
@@ -503,8 +545,8 @@ class Exchange:
 
     # -- the upstream request -----------------------------------------------------------
 
-    def request_head(self) -> tuple[bytes, bytes]:
-        """The request line and headers for the upstream, split around the Host line."""
+    def request_head(self) -> tuple[bytes, bytes | None, bytes]:
+        """The request line, the Host line (None: the instance's) and the other headers."""
         request = self.request
         route = self.route
         connection = self.connection
@@ -535,7 +577,10 @@ class Exchange:
             parts.append(b"Connection: Upgrade\r\nUpgrade: websocket\r\n")
         parts.append(b"\r\n")
         line = f"{request.method} {request.target} HTTP/1.1\r\n".encode("latin-1")
-        return line, b"".join(parts)
+        host = route.host_header  # "": the client's own
+        if host is not None:
+            host = f"Host: {host or request.host}\r\n".encode("latin-1")
+        return line, host, b"".join(parts)
 
     # -- relaying the upstream response (callbacks of UpstreamConnection) ---------------
 
@@ -549,6 +594,23 @@ class Exchange:
 
     def upstream_head(self, status: int, kept: list, chunked: bool, length: int | None) -> None:
         """The response head: ``kept`` holds the upstream's end-to-end fields."""
+        route = self.route
+        if route.response_hooks:
+            retry = route.retry
+            if retry is not None and retry.wants(status, self.method, self.has_body,
+                                                 self._attempts):
+                # Nothing of this answer has reached the client: ask again.
+                self.upstream.abandon()
+                self._resolve(UpstreamError(status, f"answered {status}", retryable=True))
+                return
+            breaker = route.breaker
+            if breaker is not None:
+                failed = status in breaker.statuses
+                breaker.record(failed)
+                if failed and breaker.fallback is not None:
+                    self._let_go()
+                    self.forward(breaker.fallback)
+                    return
         self.status = status
         self.response_started = True
         if not self.body_done:
@@ -558,11 +620,12 @@ class Exchange:
         if self.connection.draining:
             self.keep_alive = False
         request = self.request
-        route = self.route
-        if route.response_filters:
+        if route.response_hooks and route.response_filters:
             view = Headers.from_raw(kept)
             for f in route.response_filters:
-                f.on_response(request, view)
+                changed = f.on_response(request, view)
+                if changed is not None:
+                    status = self.status = changed
             kept = view.fields
         out = [status_line(status), encode_fields(kept), self.extra_headers]
         self.until_close = length is None and not chunked
