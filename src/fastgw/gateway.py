@@ -521,13 +521,11 @@ class Gateway:
             merge(total, export(self.metrics))
             for published in others:
                 merge(total, published["metrics"])
-        # Instance health is this worker's view, not a sum.
-        now = self.loop.time()
-        healthy = total.upstream_healthy
-        healthy.values.clear()
+        # Instance state is this worker's view, not a sum.
+        total.upstream_healthy.values.clear()
+        total.upstream_ejected.values.clear()
         for service in self.snapshot.services.values():
-            for inst in service.instances:
-                healthy.set((service.name, inst.name), 1 if inst.available(now) else 0)
+            service.publish(total)
         return total.render()
 
     async def host_ready(self) -> bool:

@@ -149,6 +149,17 @@ class Metrics:
         self.active_connections = Gauge("fastgw_active_connections", "Open client connections.")
         self.upstream_healthy = Gauge("fastgw_upstream_healthy",
                                       "1 when an instance takes traffic.", ("service", "instance"))
+        self.upstream_ejected = Gauge("fastgw_upstream_ejected",
+                                      "1 while outlier detection has an instance ejected.",
+                                      ("service", "instance"))
+        self.upstream_ejections = Counter(
+            "fastgw_upstream_ejections_total",
+            "Ejections by outlier detection (one per outage, not per failed request).",
+            ("service", "instance"))
+        self.upstream_pending_full = Counter(
+            "fastgw_upstream_pending_full_total",
+            "Requests answered 503 because an instance's pool and its wait queue were full.",
+            ("service", "instance"))
         self._routes: dict[str, RouteStats] = {}
 
     def route(self, route_id: str) -> RouteStats:

@@ -39,6 +39,7 @@ from .model import (
     Listener,
     ListenerTLS,
     LogTarget,
+    Outlier,
     Predicate,
     Provider,
     RateLimit,
@@ -545,12 +546,15 @@ class _Reader:
             connect_timeout=_duration(positive=True),
             response_timeout=_duration(positive=True),
             max_connections=_integer(minimum=1),
+            max_pending=_integer(minimum=0),
             retries=_integer(minimum=0),
         )
         health_check = f.section("health_check", self.health_check)
+        outlier = f.section("outlier", self.outlier, Outlier())
         if not instances:
             return None
-        return Service(name, instances, health_check=health_check, tls=tls, line=at.line, **options)
+        return Service(name, instances, health_check=health_check, outlier=outlier, tls=tls,
+                       line=at.line, **options)
 
     def instances(self, value: Any, at: Spot) -> tuple[Instance, ...]:
         seen: set[str] = set()
@@ -577,6 +581,26 @@ class _Reader:
                 healthy_after=_integer(minimum=1),
             )
         )
+
+    def outlier(self, value: Any, at: Spot) -> Outlier:
+        f = self.fields(value, at, _OUTLIER_KEYS)
+        outlier = Outlier(
+            **f.take(
+                consecutive_failures=_integer(minimum=1),
+                base_ejection=_duration(positive=True),
+                max_ejection=_duration(positive=True),
+                max_ejected_percent=_percent,
+                panic_threshold=_percent,
+                count_5xx=_boolean,
+            )
+        )
+        if outlier.max_ejection < outlier.base_ejection:
+            if "max_ejection" in f:
+                self.error(f.spot("max_ejection"), "must not be shorter than base_ejection")
+            else:
+                self.error(f.spot("base_ejection"), "must not be longer than max_ejection "
+                           f"({outlier.max_ejection:g}s by default)")
+        return outlier
 
     def service_tls(self, value: Any, at: Spot) -> ServiceTLS:
         f = self.fields(value, at, ("ca", "cert", "key", "server_name"))
@@ -809,7 +833,11 @@ _LISTENER_TLS_KEYS = (
 _KEY_SOURCES = ("discovery", "jwks_uri", "jwks_file", "secret")
 _SERVICE_KEYS = (
     "instances", "balancer", "connect_timeout", "response_timeout", "max_connections",
-    "retries", "health_check", "tls",
+    "max_pending", "retries", "health_check", "outlier", "tls",
+)  # fmt: skip
+_OUTLIER_KEYS = (
+    "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent",
+    "panic_threshold", "count_5xx",
 )  # fmt: skip
 
 
@@ -839,6 +867,13 @@ def _integer(*, minimum: int) -> Convert:
         return value
 
     return convert
+
+
+def _percent(value: Any) -> int:
+    percent = _integer(minimum=0)(value)
+    if percent > 100:
+        raise ValueError(f"must be a percentage from 0 to 100, got {percent}")
+    return percent
 
 
 def _boolean(value: Any) -> bool:

@@ -111,6 +111,16 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class Outlier:
+    consecutive_failures: int = 5
+    base_ejection: float = 5.0
+    max_ejection: float = 60.0
+    max_ejected_percent: int = 50
+    panic_threshold: int = 50
+    count_5xx: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceTLS:
     ca: str | None = None
     cert: str | None = None
@@ -126,8 +136,10 @@ class Service:
     connect_timeout: float = 2.0
     response_timeout: float = 30.0
     max_connections: int = 512
+    max_pending: int = 1024
     retries: int = 1
     health_check: HealthCheck | None = None
+    outlier: Outlier = Outlier()
     tls: ServiceTLS | None = None
     line: int = 0
 

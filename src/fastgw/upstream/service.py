@@ -1,11 +1,23 @@
 """A service at run time: its instances, how one is picked, and passive ejection.
 
-An instance that fails ``EJECT_AFTER`` times in a row (refused, reset,
-timed out, broken response) is ejected for a while that doubles with each
-ejection, up to ``MAX_EJECTION``; one success makes it whole again. With a
-``health_check``, each instance is also probed in the background and takes
-no traffic while its probes fail. With no instance left to try the answer
-is 503.
+Outlier detection (the service's ``outlier`` settings). An instance whose
+attempts fail ``consecutive_failures`` times in a row is ejected for
+``base_ejection``, doubling with each ejection that no success separates, up
+to ``max_ejection``. What counts as a failure: a refused or reset connection,
+a connect timeout, a connection closed before the response head, a malformed
+response, a response timeout, and the upstream's own 5xx only with
+``count_5xx``. A success on any path ends the streak, so one broken endpoint
+of an instance that serves the others is not enough to eject it.
+
+Ejection can never cause an outage by itself: the last instance taking
+traffic is never ejected, nor more than ``max_ejected_percent`` of them; and
+when fewer than ``panic_threshold`` percent take traffic, every instance the
+health check has not marked down does. One outage is one ejection: failures
+of requests still in flight when an instance was ejected are not counted.
+
+With a ``health_check``, each instance is also probed in the background and
+takes no traffic while its probes fail; a passing probe ends an ejection.
+With no instance left to try the answer is 503, at once.
 """
 
 from __future__ import annotations
@@ -13,21 +25,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from functools import partial
 
-from ..config.model import Service
-from ..metrics import DURATION_BUCKETS, Series
+from ..config.model import Outlier, Service
+from ..metrics import Metrics
 from .pool import InstancePool
 
 log = logging.getLogger("fastgw.upstream")
 
-EJECT_AFTER = 3
-BASE_EJECTION = 5.0
-MAX_EJECTION = 60.0
-
 
 class InstanceState:
     __slots__ = (
-        "ejected_until",
+        "ejected",
         "ejections",
         "failures",
         "healthy",
@@ -35,6 +44,8 @@ class InstanceState:
         "name",
         "pool",
         "probe_streak",
+        "readmission",
+        "takes_traffic",
         "timing",
     )
 
@@ -43,38 +54,44 @@ class InstanceState:
         self.timing = timing  # the service's fastgw_upstream_duration_seconds series
         self.name = pool.instance.url
         self.in_flight = 0
-        self.failures = 0
-        self.ejections = 0
-        self.ejected_until = 0.0
-        self.healthy = True
+        self.failures = 0  # consecutive, since the last success
+        self.ejections = 0  # in a row, since the last success
+        self.ejected = False
+        self.readmission: asyncio.TimerHandle | None = None
+        self.healthy = True  # by the health check
+        self.takes_traffic = True
         self.probe_streak = 0
-
-    def available(self, now: float) -> bool:
-        return self.healthy and self.ejected_until <= now
 
 
 class ServiceRuntime:
-    __slots__ = ("_next", "_probes", "config", "instances", "loop", "name", "pick", "ssl")
+    __slots__ = ("_ejections", "_next", "_probes", "config", "count_5xx", "instances", "loop",
+                 "name", "outlier", "pick", "ssl")
 
     def __init__(self, config: Service, loop: asyncio.AbstractEventLoop, ssl=None,
-                 metrics=None) -> None:
+                 metrics: Metrics | None = None) -> None:
+        metrics = metrics if metrics is not None else Metrics()
         self.config = config
         self.name = config.name
         self.loop = loop
         self.ssl = ssl
+        self.outlier: Outlier = config.outlier
+        self.count_5xx = config.outlier.count_5xx
+        self._ejections = metrics.upstream_ejections
         self._probes: list[asyncio.Task] = []
         server_name = config.tls.server_name if config.tls else None
-        timing = (metrics.upstream_duration.series((config.name,)) if metrics is not None
-                  else Series(DURATION_BUCKETS))
+        timing = metrics.upstream_duration.series((config.name,))
+        full = metrics.upstream_pending_full
         self.instances = [
             InstanceState(
                 InstancePool(
                     inst,
                     connect_timeout=config.connect_timeout,
                     max_connections=config.max_connections,
+                    max_pending=config.max_pending,
                     loop=loop,
                     ssl=ssl if inst.scheme == "https" else None,
                     server_hostname=server_name or inst.host,
+                    overflowed=partial(full.inc, (config.name, inst.url)),
                 ),
                 timing,
             )
@@ -88,17 +105,15 @@ class ServiceRuntime:
         }[config.balancer]
 
     def _available(self, exclude) -> list[InstanceState]:
-        now = self.loop.time()
-        return [i for i in self.instances if i.available(now) and i is not exclude]
+        return [i for i in self.instances if i.takes_traffic and i is not exclude]
 
     def _round_robin(self, exclude: InstanceState | None = None) -> InstanceState | None:
         instances = self.instances
-        now = self.loop.time()
         n = len(instances)
         for _ in range(n):
             inst = instances[self._next % n]
             self._next += 1
-            if inst.available(now) and inst is not exclude:
+            if inst.takes_traffic and inst is not exclude:
                 return inst
         return None
 
@@ -116,22 +131,61 @@ class ServiceRuntime:
         candidates = self._available(exclude)
         return random.choice(candidates) if candidates else None
 
-    def succeeded(self, inst: InstanceState) -> None:
-        if inst.failures:
+    # -- outcomes of attempts, as the exchanges report them ----------------------------
+
+    def answered(self, inst: InstanceState, status: int) -> None:
+        """INST answered with STATUS: a success, or with ``count_5xx`` maybe a failure."""
+        if status >= 500 and self.count_5xx:
+            self.failed(inst, f"answered {status}")
+        elif inst.failures or inst.ejections:
             inst.failures = 0
             inst.ejections = 0
 
     def failed(self, inst: InstanceState, reason: str) -> None:
+        if inst.ejected:
+            return  # in flight when it was ejected: the same outage
         inst.failures += 1
-        if inst.failures >= EJECT_AFTER:
+        outlier = self.outlier
+        if inst.failures < outlier.consecutive_failures:
+            return
+        inst.failures = 0
+        instances = self.instances
+        ejected = sum([1 for i in instances if i.ejected])
+        taking = sum([1 for i in instances if i.healthy and not i.ejected])
+        if taking <= 1 or (ejected + 1) * 100 > outlier.max_ejected_percent * len(instances):
+            return  # never the last one, never more than the share allowed
+        duration = min(outlier.base_ejection * 2**inst.ejections, outlier.max_ejection)
+        inst.ejections += 1
+        inst.ejected = True
+        inst.readmission = self.loop.call_later(duration, self._readmit, inst)
+        self._ejections.inc((self.name, inst.name))
+        self._rebalance()
+        log.warning("service %s: instance %s ejected for %gs after %d failures in a row (%s)",
+                    self.name, inst.name, duration, outlier.consecutive_failures, reason)
+
+    def _readmit(self, inst: InstanceState) -> None:
+        if inst.readmission is not None:
+            inst.readmission.cancel()
+            inst.readmission = None
+        if inst.ejected:
+            inst.ejected = False
             inst.failures = 0
-            duration = min(BASE_EJECTION * 2**inst.ejections, MAX_EJECTION)
-            inst.ejections += 1
-            inst.ejected_until = self.loop.time() + duration
-            log.warning(
-                "service %s: instance %s ejected for %.0fs after repeated failures (%s)",
-                self.name, inst.name, duration, reason,
-            )
+            self._rebalance()
+
+    def _rebalance(self) -> None:
+        """Which instances take traffic, after any instance changed state."""
+        instances = self.instances
+        taking = sum([1 for i in instances if i.healthy and not i.ejected])
+        panic = taking * 100 < self.outlier.panic_threshold * len(instances)
+        for inst in instances:
+            inst.takes_traffic = inst.healthy and (panic or not inst.ejected)
+
+    def publish(self, metrics: Metrics) -> None:
+        """This worker's view of its instances, into the gauges of METRICS."""
+        for inst in self.instances:
+            key = (self.name, inst.name)
+            metrics.upstream_healthy.set(key, 1 if inst.takes_traffic else 0)
+            metrics.upstream_ejected.set(key, 1 if inst.ejected else 0)
 
     def start(self) -> None:
         """Begin active health checks, when the service has them."""
@@ -143,6 +197,8 @@ class ServiceRuntime:
             task.cancel()
         self._probes = []
         for inst in self.instances:
+            if inst.readmission is not None:
+                inst.readmission.cancel()
             inst.pool.close()
 
     async def _probe(self, inst: InstanceState) -> None:
@@ -155,13 +211,14 @@ class ServiceRuntime:
                 if inst.probe_streak >= needed:
                     inst.healthy = ok
                     inst.probe_streak = 0
-                    if ok:
-                        inst.ejected_until = 0.0
-                        inst.failures = 0
+                    inst.failures = 0
+                    self._rebalance()
                     log.warning("service %s: instance %s is %s", self.name, inst.name,
                                 "healthy" if ok else "unhealthy (health check failing)")
             else:
                 inst.probe_streak = 0
+                if ok and inst.ejected:
+                    self._readmit(inst)  # it answers its probes again
             await asyncio.sleep(check.interval)
 
     async def _probe_once(self, inst: InstanceState, path: str) -> bool:
