@@ -46,6 +46,10 @@ from .upstream.service import ServiceRuntime
 log = logging.getLogger("fastgw")
 
 METRICS_INTERVAL = 0.25
+# A request already on its way into an idle keep-alive connection when the drain
+# begins (its client could not know) is read and answered, with Connection: close,
+# before idle connections are closed.
+DRAIN_GRACE = 0.05
 
 
 class SnapshotError(ValueError):
@@ -372,6 +376,7 @@ class Gateway:
             self._publisher.cancel()
         for listening in self.listening:
             listening.close()
+        await asyncio.sleep(DRAIN_GRACE)
         for conn in list(self.connections):
             if conn.active is None and not conn.queue and conn.tunnel is None:
                 conn.close()
