@@ -7,9 +7,12 @@ upstreams, so the gateway is the slowest part under test.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -22,7 +25,7 @@ from conftest import PeerClosed, RawConnection
 
 from fastgw.testing.process import free_port
 
-from .support import route, wait_until
+from .support import concurrently, metric, route, scrape, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -339,3 +342,79 @@ def test_drill_one_endpoint_always_failing(start_gateway, make_config, nginx, tm
     assert bad.non_2xx == bad.requests > 0, figures  # every one a 502, never a hang
     assert good.requests > 1000, figures
     assert (good.non_2xx, good.socket_errors) == (0, 0), figures
+
+
+# -- the gateway's own processes, and crawling clients -----------------------------------
+
+
+def test_drill_worker_killed_under_load(start_gateway, make_config, nginx, tmp_path, raw):
+    instance = nginx()
+    limit = 20
+    config = echo_config(make_config, [instance.url])
+    config["workers"] = 2
+    config["rate_limits"] = {"per-host": {"rate": f"{limit}/day", "key": "header.X-Client-Id"}}
+    config["routes"].append(route("limited", "Path=/limited/**", filters=["RateLimit=per-host"]))
+    gw = start_gateway(config)
+    assert wait_until(lambda: len(gw.children()) == 2, timeout=15)
+    workers = gw.children()
+    load = Wrk(tmp_path, f"{gw.url}/echo/workers", duration=4, connections=16,
+               timeout="2s")
+    time.sleep(1)
+    killed_at = time.monotonic()
+    os.kill(workers[0], signal.SIGKILL)
+    replaced = wait_until(
+        lambda: workers[0] not in gw.children() and len(gw.children()) == 2, timeout=15,
+        interval=0.01)
+    replaced_s = time.monotonic() - killed_at
+    result = load.result()
+
+    def limited(i: int) -> int:
+        return raw(gw.port).exchange(
+            "GET", f"/limited/{i}", headers=[("X-Client-Id", "after-the-kill")]).status
+
+    statuses = concurrently(2 * limit, limited)
+    figures = report("worker killed", replaced_s=f"{replaced_s:.2f}", requests=result.requests,
+                     non_2xx=result.non_2xx, read_errors=result.read,
+                     timeouts=result.timeout, p99_ms=result.p99_ms,
+                     host_limit=limit, let_through_after=statuses.count(200))
+    assert replaced, figures
+    # the dead worker's own connections break (read errors); the other worker's never stall
+    assert (result.non_2xx, result.timeout) == (0, 0), figures
+    assert result.read <= 16, figures
+    assert sorted(set(statuses)) == [200, 429] and statuses.count(200) == limit, figures
+
+
+def test_drill_slowloris_beside_normal_traffic(start_gateway, make_config, nginx, tmp_path,
+                                               raw):
+    instance = nginx()
+    config = echo_config(make_config, [instance.url])
+    config["limits"] = {**config["limits"], "header_timeout": "4s"}
+    gw = start_gateway(config)
+    Wrk(tmp_path, f"{gw.url}/echo/warm-up", duration=1).result()
+    baseline = Wrk(tmp_path, f"{gw.url}/echo/baseline", duration=2).result()
+    slow = []
+    for _ in range(500):
+        sock = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
+        sock.sendall(b"GET /echo/slowloris HTTP/1.1\r\nHost: gateway.test\r\nX-Slow: ")
+        slow.append(sock)
+    try:
+        assert wait_until(lambda: metric(scrape(gw, raw), "fastgw_active_connections") >= 500,
+                          timeout=10)
+        beside = Wrk(tmp_path, f"{gw.url}/echo/beside", duration=2).result()
+        answers = []
+        for sock in slow:
+            data = b""
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(4096):
+                    data += chunk
+            answers.append(data.split(b" ", 2)[1] if data.startswith(b"HTTP/1.1 ") else data)
+    finally:
+        for sock in slow:
+            sock.close()
+    figures = report("slowloris", slow_connections=len(slow),
+                     baseline_p99_ms=baseline.p99_ms, beside_p99_ms=beside.p99_ms,
+                     beside_requests=beside.requests, beside_errors=beside.socket_errors,
+                     slow_answered_408=answers.count(b"408"))
+    assert (beside.non_2xx, beside.socket_errors) == (0, 0), figures
+    assert beside.p99_ms <= 2 * baseline.p99_ms, figures
+    assert answers.count(b"408") == len(slow), figures
