@@ -171,3 +171,22 @@ def test_every_instance_down_by_health_check_is_503_at_once(start_gateway, make_
             assert time.monotonic() - started < 1  # no response_timeout spent on it
     finally:
         hung.close()
+
+
+def test_a_dns_instance_serves_at_every_address_of_its_name(
+    start_gateway, make_config, upstream, raw
+):
+    # localhost is the one name that resolves here without a DNS server; a name
+    # under .invalid never resolves (RFC 6761)
+    names = [f"dns://localhost:{upstream.port}", "dns://no-such-host.invalid:80"]
+    service = {"instances": names, "resolve_interval": "200ms", "connect_timeout": "1s"}
+    gw = start_gateway(make_config(upstream.url, services={"echo": service}))
+    assert wait_until(lambda: raw(gw.port).exchange("GET", "/echo/by-name").status == 200)
+    assert upstream.requests[-1].header("host") == f"localhost:{upstream.port}"
+    resolved = f"http://127.0.0.1:{upstream.port}"
+    assert metric(scrape(gw, raw), "fastgw_upstream_healthy", service="echo",
+                  instance=resolved) == 1
+    assert wait_until(lambda: "cannot resolve dns://no-such-host.invalid:80" in gw.stderr_text(),
+                      timeout=20)
+    # the service serves on from the name that resolves
+    assert raw(gw.port).exchange("GET", "/echo/still-by-name").status == 200

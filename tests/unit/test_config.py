@@ -899,7 +899,17 @@ def test_service_outlier_detection_and_pending_queue(tmp_path):
               count_5xx: true
           plain:
             instances: http://p:1
+          moving:
+            instances: ["dns://Orders.Internal:8080", "dns://orders.internal", http://10.0.0.1]
+            resolve_interval: 30s
     """)
+    moving = config.services["moving"]
+    assert moving.instances == (Instance("http", "orders.internal", 8080, dns=True),
+                                Instance("http", "orders.internal", 80, dns=True),
+                                Instance("http", "10.0.0.1", 80))
+    assert [i.url for i in moving.instances[:2]] == ["dns://orders.internal:8080",
+                                                     "dns://orders.internal:80"]
+    assert (moving.resolve_interval, config.services["plain"].resolve_interval) == (30.0, 5.0)
     orders = config.services["orders"]
     assert orders.max_pending == 0
     assert orders.outlier == Outlier(3, 0.5, 10.0, 100, 0, True)
@@ -930,6 +940,9 @@ def test_bad_outlier_settings(tmp_path):
           d:
             instances: http://d:1
             outlier: on
+          e:
+            instances: ["dns://10.0.0.1:80", "dns://a/path", "dns://"]
+            resolve_interval: 0s
     """) == [
         "4: services.a.max_pending: must be at least 0, got -1",
         "6: services.a.outlier.consecutive_failures: must be at least 1, got 0",
@@ -942,6 +955,12 @@ def test_bad_outlier_settings(tmp_path):
         "17: services.c.outlier.base_ejection: must not be longer than max_ejection "
         "(60s by default)",
         "20: services.d.outlier: expected a mapping, got true",
+        '22: services.e.instances[0]: "dns://10.0.0.1:80": dns:// takes a host name to '
+        'resolve; list an address as http://',
+        '22: services.e.instances[1]: "dns://a/path": an instance URL has no path, query or '
+        'fragment (rewrite paths with filters)',
+        '22: services.e.instances[2]: "dns://": "" is not a host name or IP address',
+        "23: services.e.resolve_interval: must be longer than 0",
     ]
 
 

@@ -547,6 +547,7 @@ class _Reader:
             response_timeout=_duration(positive=True),
             max_connections=_integer(minimum=1),
             max_pending=_integer(minimum=0),
+            resolve_interval=_duration(positive=True),
             retries=_integer(minimum=0),
         )
         health_check = f.section("health_check", self.health_check)
@@ -560,7 +561,7 @@ class _Reader:
         seen: set[str] = set()
 
         def instance(value: Any, at: Spot) -> Instance:
-            found = _instance(value)
+            found = _service_instance(value)
             if found.url in seen:
                 raise ValueError(f"{found.url} is listed twice")
             seen.add(found.url)
@@ -833,7 +834,7 @@ _LISTENER_TLS_KEYS = (
 _KEY_SOURCES = ("discovery", "jwks_uri", "jwks_file", "secret")
 _SERVICE_KEYS = (
     "instances", "balancer", "connect_timeout", "response_timeout", "max_connections",
-    "max_pending", "retries", "health_check", "outlier", "tls",
+    "max_pending", "resolve_interval", "retries", "health_check", "outlier", "tls",
 )  # fmt: skip
 _OUTLIER_KEYS = (
     "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent",
@@ -1046,6 +1047,25 @@ def _instance(value: Any) -> Instance:
     scheme = scheme.lower()
     if scheme not in ("http", "https") or not sep:
         raise ValueError(f"{shown} is not http://HOST:PORT or https://HOST:PORT")
+    return _instance_at(scheme, rest, shown)
+
+
+def _service_instance(value: Any) -> Instance:
+    """An instance of a service: an http(s):// URL, or dns://HOST:PORT."""
+    text = _text(value).strip()
+    scheme, sep, rest = text.partition("://")
+    if scheme.lower() != "dns" or not sep:
+        return _instance(value)
+    shown = show(value)
+    found = _instance_at("http", rest, shown)
+    try:
+        ipaddress.ip_address(found.host)
+    except ValueError:
+        return Instance("http", found.host, found.port, dns=True)
+    raise ValueError(f"{shown}: dns:// takes a host name to resolve; list an address as http://")
+
+
+def _instance_at(scheme: str, rest: str, shown: str) -> Instance:
     netloc, _, path = rest.partition("/")
     if "@" in netloc:
         raise ValueError(f"{shown}: an instance URL carries no user name or password")

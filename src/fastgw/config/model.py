@@ -95,11 +95,12 @@ class Instance:
     scheme: str  # "http" | "https"
     host: str
     port: int
+    dns: bool = False  # dns://HOST:PORT: every address HOST resolves to, re-resolved
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{'dns' if self.dns else self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +138,7 @@ class Service:
     response_timeout: float = 30.0
     max_connections: int = 512
     max_pending: int = 1024
+    resolve_interval: float = 5.0
     retries: int = 1
     health_check: HealthCheck | None = None
     outlier: Outlier = Outlier()

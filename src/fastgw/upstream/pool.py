@@ -46,6 +46,7 @@ class InstancePool:
         loop: asyncio.AbstractEventLoop,
         ssl=None,
         server_hostname: str | None = None,
+        host_name: str | None = None,
         overflowed=None,
     ) -> None:
         self.instance = instance
@@ -57,7 +58,8 @@ class InstancePool:
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.open = 0
-        host = f"[{instance.host}]" if ":" in instance.host else instance.host
+        host = host_name or instance.host  # the name an address was resolved from
+        host = f"[{host}]" if ":" in host else host
         default = 443 if instance.scheme == "https" else 80
         authority = host if instance.port == default else f"{host}:{instance.port}"
         self.host_line = f"Host: {authority}\r\n".encode()

@@ -10,7 +10,8 @@ cdef class InstanceState:
 
 
 cdef class ServiceRuntime:
-    cdef public object _ejections, _probes, config, instances, loop, name, outlier, pick, ssl
+    cdef public object _addresses, _ejections, _full, _names, _probes, _resolver, _timing
+    cdef public object _unresolved, config, instances, loop, name, outlier, pick, resolve, ssl
     cdef public Py_ssize_t _next
     cdef public bint count_5xx
 

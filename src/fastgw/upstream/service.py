@@ -25,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import socket
 from functools import partial
 
-from ..config.model import Outlier, Service
+from ..config.model import Instance, Outlier, Service
 from ..metrics import Metrics
 from .pool import InstancePool
 
@@ -64,11 +65,12 @@ class InstanceState:
 
 
 class ServiceRuntime:
-    __slots__ = ("_ejections", "_next", "_probes", "config", "count_5xx", "instances", "loop",
-                 "name", "outlier", "pick", "ssl")
+    __slots__ = ("_addresses", "_ejections", "_full", "_names", "_next", "_probes", "_resolver",
+                 "_timing", "_unresolved", "config", "count_5xx", "instances", "loop", "name",
+                 "outlier", "pick", "resolve", "ssl")
 
     def __init__(self, config: Service, loop: asyncio.AbstractEventLoop, ssl=None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, resolve=None) -> None:
         metrics = metrics if metrics is not None else Metrics()
         self.config = config
         self.name = config.name
@@ -77,32 +79,39 @@ class ServiceRuntime:
         self.outlier: Outlier = config.outlier
         self.count_5xx = config.outlier.count_5xx
         self._ejections = metrics.upstream_ejections
-        self._probes: list[asyncio.Task] = []
-        server_name = config.tls.server_name if config.tls else None
-        timing = metrics.upstream_duration.series((config.name,))
-        full = metrics.upstream_pending_full
-        self.instances = [
-            InstanceState(
-                InstancePool(
-                    inst,
-                    connect_timeout=config.connect_timeout,
-                    max_connections=config.max_connections,
-                    max_pending=config.max_pending,
-                    loop=loop,
-                    ssl=ssl if inst.scheme == "https" else None,
-                    server_hostname=server_name or inst.host,
-                    overflowed=partial(full.inc, (config.name, inst.url)),
-                ),
-                timing,
-            )
-            for inst in config.instances
-        ]
+        self._full = metrics.upstream_pending_full
+        self._timing = metrics.upstream_duration.series((config.name,))
+        self._probes: dict[InstanceState, asyncio.Task] = {}
+        # dns:// instances: the name lookup (the loop's getaddrinfo unless given),
+        # the last good addresses of each name, and the names failing to resolve
+        self.resolve = resolve if resolve is not None else loop.getaddrinfo
+        self._names = [inst for inst in config.instances if inst.dns]
+        self._addresses: dict[Instance, list[str]] = {}
+        self._unresolved: set[Instance] = set()
+        self._resolver: asyncio.Task | None = None
+        self.instances = [self._instance(inst) for inst in config.instances if not inst.dns]
         self._next = 0
         self.pick = {
             "round_robin": self._round_robin,
             "least_requests": self._least_requests,
             "random": self._random,
         }[config.balancer]
+
+    def _instance(self, inst: Instance, host_name: str | None = None) -> InstanceState:
+        config = self.config
+        server_name = config.tls.server_name if config.tls else None
+        pool = InstancePool(
+            inst,
+            connect_timeout=config.connect_timeout,
+            max_connections=config.max_connections,
+            max_pending=config.max_pending,
+            loop=self.loop,
+            ssl=self.ssl if inst.scheme == "https" else None,
+            server_hostname=server_name or inst.host,
+            host_name=host_name,
+            overflowed=partial(self._full.inc, (self.name, inst.url)),
+        )
+        return InstanceState(pool, self._timing)
 
     def _available(self, exclude) -> list[InstanceState]:
         return [i for i in self.instances if i.takes_traffic and i is not exclude]
@@ -188,18 +197,87 @@ class ServiceRuntime:
             metrics.upstream_ejected.set(key, 1 if inst.ejected else 0)
 
     def start(self) -> None:
-        """Begin active health checks, when the service has them."""
-        if self.config.health_check is not None and not self._probes:
-            self._probes = [self.loop.create_task(self._probe(i)) for i in self.instances]
+        """Begin active health checks and name lookups, when the service has them."""
+        if self.config.health_check is not None:
+            for inst in self.instances:
+                self._check(inst)
+        if self._names and self._resolver is None:
+            self._resolver = self.loop.create_task(self._resolve_forever())
+
+    def _check(self, inst: InstanceState) -> None:
+        if inst not in self._probes:
+            self._probes[inst] = self.loop.create_task(self._probe(inst))
 
     def close(self) -> None:
-        for task in self._probes:
-            task.cancel()
-        self._probes = []
+        if self._resolver is not None:
+            self._resolver.cancel()
+            self._resolver = None
         for inst in self.instances:
-            if inst.readmission is not None:
-                inst.readmission.cancel()
-            inst.pool.close()
+            self._retire(inst)
+
+    def _retire(self, inst: InstanceState) -> None:
+        """INST takes no more requests: its idle connections close now, busy ones
+        when their exchange ends."""
+        probe = self._probes.pop(inst, None)
+        if probe is not None:
+            probe.cancel()
+        if inst.readmission is not None:
+            inst.readmission.cancel()
+        inst.pool.close()
+
+    # -- dns:// instances ------------------------------------------------------------
+
+    async def _resolve_forever(self) -> None:
+        while True:
+            await self.resolve_names()
+            await asyncio.sleep(self.config.resolve_interval)
+
+    async def resolve_names(self) -> None:
+        """Look up every dns:// name once, then add and remove instances to match.
+        A name that cannot be resolved keeps its last good addresses."""
+        for name in self._names:
+            try:
+                found = await self.resolve(name.host, name.port, type=socket.SOCK_STREAM)
+                addresses = sorted({info[4][0] for info in found})
+                if not addresses:
+                    raise OSError("no addresses")
+            except OSError as exc:
+                if name not in self._unresolved:
+                    self._unresolved.add(name)
+                    log.warning("service %s: cannot resolve %s (%s); keeping its %d last "
+                                "known addresses", self.name, name.url, exc,
+                                len(self._addresses.get(name, ())))
+                continue
+            if name in self._unresolved:
+                self._unresolved.discard(name)
+                log.warning("service %s: %s resolves again", self.name, name.url)
+            self._addresses[name] = addresses
+        self._settle()
+
+    def _settle(self) -> None:
+        current = {inst.pool.instance: inst for inst in self.instances}
+        wanted: dict[Instance, str | None] = {}
+        for inst in self.config.instances:
+            if not inst.dns:
+                wanted[inst] = None
+            for address in self._addresses.get(inst, ()) if inst.dns else ():
+                wanted.setdefault(Instance("http", address, inst.port), inst.host)
+        if wanted.keys() == current.keys():
+            return
+        instances = []
+        for inst, host_name in wanted.items():
+            state = current.pop(inst, None)
+            if state is None:
+                state = self._instance(inst, host_name)
+                if self.config.health_check is not None:
+                    self._check(state)
+            instances.append(state)
+        self.instances = instances
+        for gone in current.values():
+            self._retire(gone)
+        self._rebalance()
+        log.warning("service %s: instances now %s", self.name,
+                    ", ".join(i.name for i in instances) or "none")
 
     async def _probe(self, inst: InstanceState) -> None:
         check = self.config.health_check
