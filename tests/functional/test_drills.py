@@ -8,6 +8,7 @@ upstreams, so the gateway is the slowest part under test.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -23,9 +24,10 @@ from pathlib import Path
 import pytest
 from conftest import PeerClosed, RawConnection
 
+from fastgw.testing import pattern_bytes
 from fastgw.testing.process import free_port
 
-from .support import concurrently, metric, route, scrape, wait_until
+from .support import concurrently, curl, metric, pattern_sha256, route, scrape, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -418,3 +420,54 @@ def test_drill_slowloris_beside_normal_traffic(start_gateway, make_config, nginx
     assert (beside.non_2xx, beside.socket_errors) == (0, 0), figures
     assert beside.p99_ms <= 2 * baseline.p99_ms, figures
     assert answers.count(b"408") == len(slow), figures
+
+
+# -- big bodies ----------------------------------------------------------------------------
+
+MiB = 1024 * 1024
+
+
+def test_drill_512_mib_up_and_down(start_gateway, make_config, upstream, tmp_path):
+    size = 512 * MiB
+    config = echo_config(make_config, [upstream.url], response_timeout="60s")
+    gw = start_gateway(config | {"limits": {**config["limits"], "max_body": "1GiB"}})
+    upload = tmp_path / "upload.bin"
+    with upload.open("wb") as out:
+        block = pattern_bytes(251 * 4096)
+        for offset in range(0, size, len(block)):
+            out.write(block[: size - offset])
+    baseline = gw.rss_bytes()
+    peak = baseline
+    done = threading.Event()
+
+    def watch_memory() -> None:
+        nonlocal peak
+        while not done.wait(0.05):
+            peak = max(peak, gw.rss_bytes())
+
+    watcher = threading.Thread(target=watch_memory)
+    watcher.start()
+    try:
+        up = curl("--data-binary", f"@{upload}", "-H", "Content-Type: application/octet-stream",
+                  f"{gw.url}/echo/upload")
+        upload.unlink()
+        down = curl("-o", str(tmp_path / "download.bin"), "-w", "%{http_code}",
+                    f"{gw.url}/echo/bytes/{size}")
+    finally:
+        done.set()
+        watcher.join()
+    echoed = json.loads(up.stdout)
+    downloaded = tmp_path / "download.bin"
+    down_sha256 = hashlib.sha256()
+    with downloaded.open("rb") as data:
+        while chunk := data.read(MiB):
+            down_sha256.update(chunk)
+    expected = pattern_sha256(size)
+    figures = report("512 MiB", upload_exact=echoed.get("body_sha256") == expected,
+                     download_exact=down_sha256.hexdigest() == expected,
+                     rss_growth_mib=f"{(peak - baseline) / MiB:.1f}")
+    assert up.returncode == 0 and echoed.get("body_length") == size, (figures, echoed)
+    assert echoed["body_sha256"] == expected, figures
+    assert down.stdout == b"200" and downloaded.stat().st_size == size, figures
+    assert down_sha256.hexdigest() == expected, figures
+    assert peak - baseline < 64 * MiB, figures
