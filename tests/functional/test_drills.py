@@ -27,7 +27,9 @@ from conftest import PeerClosed, RawConnection
 from fastgw.testing import pattern_bytes
 from fastgw.testing.process import free_port
 
+from .redis_server import RedisServer
 from .support import concurrently, curl, metric, pattern_sha256, route, scrape, wait_until
+from .test_ratelimit_fleet import assert_shared_exactly, fleet_config, wait_until_shared
 
 pytestmark = [
     pytest.mark.slow,
@@ -151,12 +153,12 @@ class Wrk:
     """wrk against URL in the background, for DURATION seconds."""
 
     def __init__(self, workdir: Path, url: str, *, duration: float, connections: int = 8,
-                 timeout: str = "5s") -> None:
+                 timeout: str = "5s", headers: tuple[str, ...] = ()) -> None:
         script = workdir / "summary.lua"
         script.write_text(SUMMARY)
         self.process = subprocess.Popen(
             ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", f"--timeout={timeout}",
-             "-s", str(script), url],
+             *(arg for header in headers for arg in ("-H", header)), "-s", str(script), url],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.duration = duration
@@ -471,3 +473,40 @@ def test_drill_512_mib_up_and_down(start_gateway, make_config, upstream, tmp_pat
     assert down.stdout == b"200" and downloaded.stat().st_size == size, figures
     assert down_sha256.hexdigest() == expected, figures
     assert peak - baseline < 64 * MiB, figures
+
+
+# -- Redis -----------------------------------------------------------------------------------
+
+
+def test_drill_redis_killed_and_restarted_under_load(
+    start_gateway, make_config, nginx, tmp_path, raw, upstream
+):
+    server = RedisServer(tmp_path).start()
+    try:
+        config = fleet_config(make_config, upstream.url, server.url, "local")
+        config["services"] = {**config["services"], "bulk": {"instances": [nginx().url]}}
+        config["rate_limits"]["bulk"] = {"rate": "100000000/day", "key": "header.X-Client-Id",
+                                         "store": "redis"}
+        config["routes"].append(route("bulk", "Path=/bulk/**", uri="lb://bulk",
+                                      filters=["RateLimit=bulk"]))
+        gateways = start_gateway(config), start_gateway(config)
+        assert_shared_exactly(gateways, raw, upstream)
+        load = Wrk(tmp_path, f"{gateways[0].url}/bulk/x", duration=6,
+                   headers=("X-Client-Id: wrk",))
+        time.sleep(1.5)
+        server.kill()
+        time.sleep(1.5)  # under load without Redis
+        server.start()
+        back_at = time.monotonic()
+        wait_until_shared(gateways, raw)
+        shared_s = time.monotonic() - back_at
+        result = load.result()
+        assert_shared_exactly(gateways, raw, upstream)
+    finally:
+        server.kill()
+    figures = report("redis killed", requests=result.requests, non_2xx=result.non_2xx,
+                     socket_errors=result.socket_errors,
+                     shared_again_after_restart_s=f"{shared_s:.2f}")
+    assert result.requests > 1000, figures
+    assert (result.non_2xx, result.socket_errors) == (0, 0), figures
+    assert shared_s < 10, figures
