@@ -84,7 +84,7 @@ class ServiceRuntime:
         self._probes: dict[InstanceState, asyncio.Task] = {}
         # dns:// instances: the name lookup (the loop's getaddrinfo unless given),
         # the last good addresses of each name, and the names failing to resolve
-        self.resolve = resolve if resolve is not None else loop.getaddrinfo
+        self.resolve = resolve
         self._names = [inst for inst in config.instances if inst.dns]
         self._addresses: dict[Instance, list[str]] = {}
         self._unresolved: set[Instance] = set()
@@ -235,9 +235,10 @@ class ServiceRuntime:
     async def resolve_names(self) -> None:
         """Look up every dns:// name once, then add and remove instances to match.
         A name that cannot be resolved keeps its last good addresses."""
+        resolve = self.resolve if self.resolve is not None else self.loop.getaddrinfo
         for name in self._names:
             try:
-                found = await self.resolve(name.host, name.port, type=socket.SOCK_STREAM)
+                found = await resolve(name.host, name.port, type=socket.SOCK_STREAM)
                 addresses = sorted({info[4][0] for info in found})
                 if not addresses:
                     raise OSError("no addresses")
