@@ -53,6 +53,10 @@ from .upstream.service import ServiceRuntime
 log = logging.getLogger("fastgw")
 
 METRICS_INTERVAL = 0.25
+# A request already on its way into an idle keep-alive connection when the drain
+# begins (its client could not know) is read and answered, with Connection: close,
+# before idle connections are closed.
+DRAIN_GRACE = 0.05
 
 
 class SnapshotError(ValueError):
@@ -459,6 +463,7 @@ class Gateway:
             self._publisher.cancel()
         for listening in self.listening:
             listening.close()
+        await asyncio.sleep(DRAIN_GRACE)
         for conn in list(self.connections):
             if conn.active is None and not conn.queue and conn.tunnel is None:
                 conn.close()
@@ -609,13 +614,11 @@ class Gateway:
             merge(total, export(self.metrics))
             for published in others:
                 merge(total, published["metrics"])
-        # Instance health is this worker's view, not a sum.
-        now = self.loop.time()
-        healthy = total.upstream_healthy
-        healthy.values.clear()
+        # Instance state is this worker's view, not a sum.
+        total.upstream_healthy.values.clear()
+        total.upstream_ejected.values.clear()
         for service in self.snapshot.services.values():
-            for inst in service.instances:
-                healthy.set((service.name, inst.name), 1 if inst.available(now) else 0)
+            service.publish(total)
         return total.render()
 
     async def host_ready(self) -> bool:

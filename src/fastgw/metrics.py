@@ -157,6 +157,17 @@ class Metrics:
         self.circuit_breaker_state = Gauge("fastgw_circuit_breaker_state",
                                            "1 for the state a route's circuit breaker is in.",
                                            ("route", "name", "state"))
+        self.upstream_ejected = Gauge("fastgw_upstream_ejected",
+                                      "1 while outlier detection has an instance ejected.",
+                                      ("service", "instance"))
+        self.upstream_ejections = Counter(
+            "fastgw_upstream_ejections_total",
+            "Ejections by outlier detection (one per outage, not per failed request).",
+            ("service", "instance"))
+        self.upstream_pending_full = Counter(
+            "fastgw_upstream_pending_full_total",
+            "Requests answered 503 because an instance's pool and its wait queue were full.",
+            ("service", "instance"))
         self._routes: dict[str, RouteStats] = {}
 
     def route(self, route_id: str) -> RouteStats:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ import time
 
 from conftest import RawResponse
 
-from fastgw.testing import GatewayProcess, RecordingUpstream
+from fastgw.testing import GatewayProcess, RecordingUpstream, pattern_bytes
 from fastgw.testing.process import SOURCE_ROOT
 
 
@@ -86,6 +87,15 @@ def fetch(url: str, *args: str, timeout: float = 60) -> CurlResponse:
         if status >= 200:
             break
     return CurlResponse(status, headers, body, result.returncode)
+
+
+def pattern_sha256(size: int) -> str:
+    """The sha256 of the first ``size`` bytes of the download pattern."""
+    digest = hashlib.sha256()
+    block = pattern_bytes(251 * 4096)
+    for offset in range(0, size, len(block)):
+        digest.update(block[: size - offset])
+    return digest.hexdigest()
 
 
 def metric(text: str, name: str, **labels: str) -> float:

@@ -77,6 +77,26 @@ def test_idle_keep_alive_connections_do_not_hold_the_drain(start_gateway, drain_
     assert idle.closed_by_peer()
 
 
+def test_an_idle_keep_alive_connection_is_closed_at_once_while_others_drain(
+    start_gateway, drain_config, upstream, raw
+):
+    gw = start_gateway(drain_config())
+    idle = raw(gw.port)
+    assert idle.exchange("GET", "/echo/before-the-drain").status == 200
+    busy = raw(gw.port, timeout=30)
+    busy.request("GET", "/echo/slow/4")
+    upstream.wait_for_requests(2)
+    gw.send_signal(signal.SIGTERM)
+    # closed while the drain still waits on the busy one, not when the process ends
+    assert idle.closed_by_peer(timeout=3)
+    assert idle.buffer == b""
+    assert gw.returncode is None
+    response = busy.read_response()
+    assert response.status == 200, response
+    assert response.header("connection") == "close", response
+    assert gw.wait(timeout=20) == 0
+
+
 def test_drain_is_bounded_by_drain_timeout(start_gateway, drain_config, upstream, raw):
     gw = start_gateway(drain_config(drain_timeout="1s"))
     in_flight = raw(gw.port, timeout=60)

@@ -11,7 +11,7 @@ import pytest
 
 from fastgw.testing import pattern_bytes
 
-from .support import curl, fetch
+from .support import curl, fetch, pattern_sha256
 
 MiB = 1024 * 1024
 
@@ -23,14 +23,6 @@ def gateway_config(shared_upstream, make_config):
         limits={"max_body": "16MiB"},
         services={"echo": {"instances": [shared_upstream.url], "response_timeout": "30s"}},
     )
-
-
-def pattern_sha256(size: int) -> str:
-    digest = hashlib.sha256()
-    block = pattern_bytes(251 * 4096)
-    for offset in range(0, size, len(block)):
-        digest.update(block[: size - offset])
-    return digest.hexdigest()
 
 
 def test_chunked_upload_of_5_mib_arrives_byte_exact(gateway, upstream, tmp_path):

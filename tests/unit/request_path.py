@@ -570,8 +570,8 @@ async def _drive(modules, scenario: Scenario, logs: str) -> Outcome:
         old = instance.pool
         pool = instance.pool = pool_class(peer, modules.upstream.UpstreamError)(
             old.instance, connect_timeout=old.connect_timeout,
-            max_connections=old.max_connections, loop=old.loop, ssl=old.ssl,
-            server_hostname=old.server_hostname)
+            max_connections=old.max_connections, max_pending=old.max_pending, loop=old.loop,
+            ssl=old.ssl, server_hostname=old.server_hostname)
         if scenario.idle:
             # the pool starts with one idle connection, as after an earlier request
             first = peer.connect(pool)

@@ -14,6 +14,7 @@ from fastgw.config import (
     Instance,
     Limits,
     Listener,
+    Outlier,
     Predicate,
     Rate,
     RateLimit,
@@ -885,6 +886,86 @@ def test_bad_services(tmp_path):
         "15: services.plain.tls: tls is for https:// instances, and every instance is http://",
         "16: services.nothing: expected a mapping, got null",
         "17: services.listed: expected a mapping, got a list",
+    ]
+
+
+def test_service_outlier_detection_and_pending_queue(tmp_path):
+    config = load(tmp_path, """\
+        services:
+          orders:
+            instances: http://a:1
+            max_pending: 0
+            outlier:
+              consecutive_failures: 3
+              base_ejection: 500ms
+              max_ejection: 10s
+              max_ejected_percent: 100
+              panic_threshold: 0
+              count_5xx: true
+          plain:
+            instances: http://p:1
+          moving:
+            instances: ["dns://Orders.Internal:8080", "dns://orders.internal", http://10.0.0.1]
+            resolve_interval: 30s
+    """)
+    moving = config.services["moving"]
+    assert moving.instances == (Instance("http", "orders.internal", 8080, dns=True),
+                                Instance("http", "orders.internal", 80, dns=True),
+                                Instance("http", "10.0.0.1", 80))
+    assert [i.url for i in moving.instances[:2]] == ["dns://orders.internal:8080",
+                                                     "dns://orders.internal:80"]
+    assert (moving.resolve_interval, config.services["plain"].resolve_interval) == (30.0, 5.0)
+    orders = config.services["orders"]
+    assert orders.max_pending == 0
+    assert orders.outlier == Outlier(3, 0.5, 10.0, 100, 0, True)
+    plain = config.services["plain"]
+    assert (plain.max_pending, plain.outlier) == (1024, Outlier())
+    assert Outlier() == Outlier(5, 5.0, 60.0, 50, 50, False)
+
+
+def test_bad_outlier_settings(tmp_path):
+    assert errors(tmp_path, """\
+        services:
+          a:
+            instances: http://a:1
+            max_pending: -1
+            outlier:
+              consecutive_failures: 0
+              base_ejection: 0s
+              max_ejected_percent: 101
+              panic_threshold: half
+              count_5xx: sometimes
+              ejection: 5s
+          b:
+            instances: http://b:1
+            outlier: {base_ejection: 10s, max_ejection: 5s}
+          c:
+            instances: http://c:1
+            outlier: {base_ejection: 2m}
+          d:
+            instances: http://d:1
+            outlier: on
+          e:
+            instances: ["dns://10.0.0.1:80", "dns://a/path", "dns://"]
+            resolve_interval: 0s
+    """) == [
+        "4: services.a.max_pending: must be at least 0, got -1",
+        "6: services.a.outlier.consecutive_failures: must be at least 1, got 0",
+        "7: services.a.outlier.base_ejection: must be longer than 0",
+        "8: services.a.outlier.max_ejected_percent: must be a percentage from 0 to 100, got 101",
+        '9: services.a.outlier.panic_threshold: expected a whole number, got "half"',
+        '10: services.a.outlier.count_5xx: expected true or false, got "sometimes"',
+        "11: services.a.outlier.ejection: unknown key (did you mean 'max_ejection'?)",
+        "14: services.b.outlier.max_ejection: must not be shorter than base_ejection",
+        "17: services.c.outlier.base_ejection: must not be longer than max_ejection "
+        "(60s by default)",
+        "20: services.d.outlier: expected a mapping, got true",
+        '22: services.e.instances[0]: "dns://10.0.0.1:80": dns:// takes a host name to '
+        'resolve; list an address as http://',
+        '22: services.e.instances[1]: "dns://a/path": an instance URL has no path, query or '
+        'fragment (rewrite paths with filters)',
+        '22: services.e.instances[2]: "dns://": "" is not a host name or IP address',
+        "23: services.e.resolve_interval: must be longer than 0",
     ]
 
 

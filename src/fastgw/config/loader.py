@@ -43,6 +43,7 @@ from .model import (
     Listener,
     ListenerTLS,
     LogTarget,
+    Outlier,
     Predicate,
     Provider,
     PythonFilters,
@@ -567,18 +568,22 @@ class _Reader:
             connect_timeout=_duration(positive=True),
             response_timeout=_duration(positive=True),
             max_connections=_integer(minimum=1),
+            max_pending=_integer(minimum=0),
+            resolve_interval=_duration(positive=True),
             retries=_integer(minimum=0),
         )
         health_check = f.section("health_check", self.health_check)
+        outlier = f.section("outlier", self.outlier, Outlier())
         if not instances:
             return None
-        return Service(name, instances, health_check=health_check, tls=tls, line=at.line, **options)
+        return Service(name, instances, health_check=health_check, outlier=outlier, tls=tls,
+                       line=at.line, **options)
 
     def instances(self, value: Any, at: Spot) -> tuple[Instance, ...]:
         seen: set[str] = set()
 
         def instance(value: Any, at: Spot) -> Instance:
-            found = _instance(value)
+            found = _service_instance(value)
             if found.url in seen:
                 raise ValueError(f"{found.url} is listed twice")
             seen.add(found.url)
@@ -599,6 +604,26 @@ class _Reader:
                 healthy_after=_integer(minimum=1),
             )
         )
+
+    def outlier(self, value: Any, at: Spot) -> Outlier:
+        f = self.fields(value, at, _OUTLIER_KEYS)
+        outlier = Outlier(
+            **f.take(
+                consecutive_failures=_integer(minimum=1),
+                base_ejection=_duration(positive=True),
+                max_ejection=_duration(positive=True),
+                max_ejected_percent=_percent,
+                panic_threshold=_percent,
+                count_5xx=_boolean,
+            )
+        )
+        if outlier.max_ejection < outlier.base_ejection:
+            if "max_ejection" in f:
+                self.error(f.spot("max_ejection"), "must not be shorter than base_ejection")
+            else:
+                self.error(f.spot("base_ejection"), "must not be longer than max_ejection "
+                           f"({outlier.max_ejection:g}s by default)")
+        return outlier
 
     def service_tls(self, value: Any, at: Spot) -> ServiceTLS:
         f = self.fields(value, at, ("ca", "cert", "key", "server_name"))
@@ -1117,7 +1142,11 @@ _LISTENER_TLS_KEYS = (
 _KEY_SOURCES = ("discovery", "jwks_uri", "jwks_file", "secret")
 _SERVICE_KEYS = (
     "instances", "balancer", "connect_timeout", "response_timeout", "max_connections",
-    "retries", "health_check", "tls",
+    "max_pending", "resolve_interval", "retries", "health_check", "outlier", "tls",
+)  # fmt: skip
+_OUTLIER_KEYS = (
+    "consecutive_failures", "base_ejection", "max_ejection", "max_ejected_percent",
+    "panic_threshold", "count_5xx",
 )  # fmt: skip
 
 
@@ -1179,6 +1208,13 @@ def _integer(*, minimum: int) -> Convert:
         return value
 
     return convert
+
+
+def _percent(value: Any) -> int:
+    percent = _integer(minimum=0)(value)
+    if percent > 100:
+        raise ValueError(f"must be a percentage from 0 to 100, got {percent}")
+    return percent
 
 
 def _boolean(value: Any) -> bool:
@@ -1351,6 +1387,25 @@ def _instance(value: Any) -> Instance:
     scheme = scheme.lower()
     if scheme not in ("http", "https") or not sep:
         raise ValueError(f"{shown} is not http://HOST:PORT or https://HOST:PORT")
+    return _instance_at(scheme, rest, shown)
+
+
+def _service_instance(value: Any) -> Instance:
+    """An instance of a service: an http(s):// URL, or dns://HOST:PORT."""
+    text = _text(value).strip()
+    scheme, sep, rest = text.partition("://")
+    if scheme.lower() != "dns" or not sep:
+        return _instance(value)
+    shown = show(value)
+    found = _instance_at("http", rest, shown)
+    try:
+        ipaddress.ip_address(found.host)
+    except ValueError:
+        return Instance("http", found.host, found.port, dns=True)
+    raise ValueError(f"{shown}: dns:// takes a host name to resolve; list an address as http://")
+
+
+def _instance_at(scheme: str, rest: str, shown: str) -> Instance:
     netloc, _, path = rest.partition("/")
     if "@" in netloc:
         raise ValueError(f"{shown}: an instance URL carries no user name or password")

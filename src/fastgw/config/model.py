@@ -99,11 +99,12 @@ class Instance:
     scheme: str  # "http" | "https"
     host: str
     port: int
+    dns: bool = False  # dns://HOST:PORT: every address HOST resolves to, re-resolved
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}:{self.port}"
+        return f"{'dns' if self.dns else self.scheme}://{host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +113,16 @@ class HealthCheck:
     interval: float = 5.0
     unhealthy_after: int = 3
     healthy_after: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Outlier:
+    consecutive_failures: int = 5
+    base_ejection: float = 5.0
+    max_ejection: float = 60.0
+    max_ejected_percent: int = 50
+    panic_threshold: int = 50
+    count_5xx: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,8 +141,11 @@ class Service:
     connect_timeout: float = 2.0
     response_timeout: float = 30.0
     max_connections: int = 512
+    max_pending: int = 1024
+    resolve_interval: float = 5.0
     retries: int = 1
     health_check: HealthCheck | None = None
+    outlier: Outlier = Outlier()
     tls: ServiceTLS | None = None
     line: int = 0
 

@@ -359,7 +359,7 @@ class Exchange:
             instance.pool.release(conn)
         service = self.route.service
         if outcome is None:
-            service.succeeded(instance)
+            service.answered(instance, self.status)
             self.finish()
             return
         if outcome.status == 499 or self.connection.closing:

@@ -1,8 +1,9 @@
 """Keep-alive connection pools, one per upstream instance.
 
 ``max_connections`` bounds the connections of one instance in this worker
-(busy and idle together); a request that finds the pool full waits for a
-release up to the service's ``connect_timeout``.
+(busy and idle together). A request that finds the pool full waits for a
+release up to the service's ``connect_timeout``, in a queue of at most
+``max_pending``; past that it is answered 503 at once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ class InstancePool:
         "instance",
         "loop",
         "max_connections",
+        "max_pending",
         "open",
+        "overflowed",
         "server_hostname",
         "ssl",
     )
@@ -39,18 +42,24 @@ class InstancePool:
         *,
         connect_timeout: float,
         max_connections: int,
+        max_pending: int,
         loop: asyncio.AbstractEventLoop,
         ssl=None,
         server_hostname: str | None = None,
+        host_name: str | None = None,
+        overflowed=None,
     ) -> None:
         self.instance = instance
         self.connect_timeout = connect_timeout
         self.max_connections = max_connections
+        self.max_pending = max_pending
+        self.overflowed = overflowed  # called for each request turned away by a full queue
         self.loop = loop
         self.ssl = ssl
         self.server_hostname = server_hostname
         self.open = 0
-        host = f"[{instance.host}]" if ":" in instance.host else instance.host
+        host = host_name or instance.host  # the name an address was resolved from
+        host = f"[{host}]" if ":" in host else host
         default = 443 if instance.scheme == "https" else 80
         authority = host if instance.port == default else f"{host}:{instance.port}"
         self.host_line = f"Host: {authority}\r\n".encode()
@@ -74,6 +83,10 @@ class InstancePool:
         if conn is not None:
             return conn
         if self.open >= self.max_connections:
+            if len(self._waiters) >= self.max_pending:
+                if self.overflowed is not None:
+                    self.overflowed()
+                raise UpstreamError(503, "upstream connection pool full")
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
