@@ -7,7 +7,8 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 # keep in step with MODULES in src/fastgw/_core/__init__.py
-CORE_MODULES = ["router", "claims", "door", "bucket", "head", "jws"]
+CORE_MODULES = ["router", "claims", "door", "bucket", "head", "jws", "h1"]
+LLHTTP = "src/fastgw/_core/llhttp"
 # keep in step with FROM_SOURCE there: modules compiled from their own .py
 FROM_SOURCE = [
     "proxy/client", "proxy/exchange", "proxy/upstream", "proxy/connection", "http/request",
@@ -39,8 +40,13 @@ def extensions():
         from Cython.Build import cythonize
     except ImportError:
         return []
+    # _h1_c links llhttp, the parser httptools and Node.js use, from its C source.
+    llhttp = {"h1": [f"{LLHTTP}/{name}.c" for name in ("api", "http", "llhttp")]}
     core = cythonize(
-        [f"src/fastgw/_core/_{name}_c.pyx" for name in CORE_MODULES],
+        [Extension(f"fastgw._core._{name}_c",
+                   [f"src/fastgw/_core/_{name}_c.pyx", *llhttp.get(name, ())],
+                   include_dirs=[LLHTTP] if name in llhttp else [])
+         for name in CORE_MODULES],
         compiler_directives={"language_level": "3", "boundscheck": False, "wraparound": False},
         quiet=True,
     )

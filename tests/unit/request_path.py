@@ -84,6 +84,10 @@ def load_twin() -> types.SimpleNamespace:
             sys.modules[full] = module
             spec.loader.exec_module(module)
             setattr(package, name, module)
+        # It parses with the HTTP/1.1 parser's Python twin, as a process on the twins does.
+        h1 = importlib.import_module("fastgw._core._h1_py")
+        package.connection.RequestParser = h1.RequestParser
+        package.upstream.ResponseParser = h1.ResponseParser
     package = sys.modules[TWIN_PACKAGE]
     return types.SimpleNamespace(**{name: getattr(package, name) for name in MODULES})
 
@@ -543,7 +547,7 @@ def _state(obj, names) -> dict:
 
 
 CLIENT_STATE = ("closing", "read_paused", "write_paused", "trusted", "requests", "buffered",
-                "_next", "_in_head", "_head_bytes", "_header_bytes", "_url_len", "_running",
+                "_next", "_in_head", "_head_bytes", "_running",
                 "_timer_kind", "client_ip", "scheme")
 UPSTREAM_STATE = ("closed", "reusable", "request_sent", "write_paused", "_response_head_seen")
 

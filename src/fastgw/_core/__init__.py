@@ -16,7 +16,7 @@ import importlib.util
 import os
 import sys
 
-MODULES = ("router", "claims", "door", "bucket", "head", "jws")
+MODULES = ("router", "claims", "door", "bucket", "head", "jws", "h1")
 
 NO_EXTENSIONS = bool(os.environ.get("FASTGW_NO_EXTENSIONS"))
 

@@ -7,16 +7,14 @@ from fastgw.proxy.exchange cimport Exchange
 
 cdef class ClientConnection(Client):
     cdef public Exchange active, last, reading
-    cdef public object _headers, _limits, _timer_kind, _url, client_cert, gateway
+    cdef public object _limits, _timer_kind, client_cert, gateway
     cdef public object parser, queue, scheme, transport, tunnel
     cdef public bint _in_head, _running, read_paused
     cdef public double _deadline
-    cdef public Py_ssize_t _head_bytes, _header_bytes, _next, _url_len, buffered, requests, tick
+    cdef public Py_ssize_t _head_bytes, _next, buffered, requests, tick
 
     cpdef data_received(self, data)
     cpdef on_message_begin(self)
-    cpdef on_url(self, url)
-    cpdef on_header(self, name, value)
     @cython.locals(ex=Exchange)
     cpdef on_headers_complete(self)
     @cython.locals(ex=Exchange)

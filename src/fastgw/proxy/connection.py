@@ -1,13 +1,13 @@
 """The client side of the gateway: one HTTP/1.1 connection from a client.
 
-Theory of operation. httptools parses bytes into requests; each complete
-request head becomes an ``Exchange`` queued on the connection. Exchanges run
+Theory of operation. The ``h1`` parser (llhttp) parses bytes into requests;
+each complete request head becomes an ``Exchange`` queued on the connection. Exchanges run
 one at a time, in order (pipelined requests are answered in order), each
 started only once the parser has returned, never from inside its callbacks;
 while one runs, later heads and bodies are parsed into the queue until the
 buffered body bytes or the queue length pass a high-water mark, then reading
 pauses.
-Every rule httptools is lenient about is checked here, before anything can
+Every rule llhttp is lenient about is checked here, before anything can
 reach an upstream. A rejected request ends the connection whenever its body
 could otherwise be read as the next request.
 
@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 
-import httptools
-
 from .._core import active
 from ..http.headers import Headers
+from ..http.parsing import HeadTooLarge, Upgrade
 from ..http.request import Request
 from ..http.status import error_response
 from ..http.target import BadTarget, split_target
@@ -33,6 +32,7 @@ from .deadlines import RESOLUTION
 from .exchange import Exchange
 
 scan_request = active("head").scan_request
+RequestParser = active("h1").RequestParser
 
 BODY_HIGH_WATER = 256 * 1024
 BODY_LOW_WATER = 64 * 1024
@@ -54,15 +54,11 @@ class ClientConnection(Client):
     __slots__ = (
         "_deadline",
         "_head_bytes",
-        "_header_bytes",
-        "_headers",
         "_in_head",
         "_limits",
         "_next",
         "_running",
         "_timer_kind",
-        "_url",
-        "_url_len",
         "active",
         "buffered",
         "client_cert",
@@ -85,7 +81,7 @@ class ClientConnection(Client):
         self.scheme = scheme
         self.transport: asyncio.Transport | None = None
         self.client_cert = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = RequestParser(self)
         self.read_paused = False
         self.tunnel = None
         self.queue: list = []  # pipelined exchanges waiting their turn, from queue[_next]
@@ -97,12 +93,8 @@ class ClientConnection(Client):
         self.requests = 0
         self._running = False
         # the request head being parsed
-        self._url: list[bytes] | None = None
-        self._url_len = 0
-        self._headers: list[tuple[bytes, bytes]] | None = None
-        self._header_bytes = 0
         self._in_head = False
-        self._limits = None  # of the snapshot the head being parsed is held to
+        self._limits = None  # of the snapshot the head being parsed is held to, and the parser
         self._head_bytes = 0
         self.tick = 0  # of the gateway's deadlines this connection is due in; 0 when not
         self._deadline = 0.0
@@ -171,58 +163,41 @@ class ClientConnection(Client):
         if self._in_head:
             self._head_bytes += len(data)
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgrade(data[exc.args[0] :])
-        except httptools.HttpParserError as exc:
-            # Our own verdicts raised in callbacks arrive as the error's context.
-            cause = exc.__context__
-            if isinstance(cause, Rejected):
-                self.reject(cause.status, cause.error)
-            else:
-                self.reject(400, "malformed_request")
+            self.parser.feed(data)
+        except Upgrade as exc:
+            self._upgrade(data[exc.offset :])
+        except Rejected as exc:
+            self.reject(exc.status, exc.error)
+        except HeadTooLarge as exc:
+            self.reject(exc.status)
+        except Exception:  # BadMessage, or a fault in a callback
+            self.reject(400, "malformed_request")
         else:
             if self._in_head:
-                limits = self.gateway.snapshot.limits
+                limits = self._limits
                 if self._head_bytes > limits.max_request_line + limits.max_header_bytes + 4096:
-                    self.reject(431 if self._url_len else 414)
+                    self.reject(431 if self.parser.url_size else 414)
         if self.active is None and self._next < len(self.queue):
             self._run_next()
 
     # -- parser callbacks ----------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._limits = self.gateway.snapshot.limits
+        limits = self.gateway.snapshot.limits
+        if limits is not self._limits:
+            self._limits = limits
+            self.parser.limit(limits.max_request_line, limits.max_header_bytes,
+                              limits.max_headers)
         self._in_head = True
         self._head_bytes = 0
-        self._url = []
-        self._url_len = 0
-        self._headers = []
-        self._header_bytes = 0
         if self._timer_kind != "head":
-            self._arm("head", self._limits.header_timeout)
-
-    def on_url(self, url: bytes) -> None:
-        self._url_len += len(url)
-        if self._url_len > self._limits.max_request_line:
-            raise Rejected(414)
-        self._url.append(url)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if not self._in_head:
-            return  # trailer fields of a chunked body are dropped
-        limits = self._limits
-        self._header_bytes += len(name) + len(value) + 4
-        self._headers.append((name, value))
-        if self._header_bytes > limits.max_header_bytes or len(self._headers) > limits.max_headers:
-            raise Rejected(431)
+            self._arm("head", limits.header_timeout)
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
         self.requests += 1
         ex = self._exchange()
-        self._url = self._headers = None  # an idle connection keeps nothing of its last head
         self.reading = self.last = ex
         self.queue.append(ex)
         if len(self.queue) - self._next > MAX_QUEUED:
@@ -244,7 +219,7 @@ class ClientConnection(Client):
         if ex is None:
             return
         ex.body_done = True
-        ex.keep_alive = ex.keep_alive and self.parser.should_keep_alive()
+        ex.keep_alive = ex.keep_alive and self.parser.keep_alive()
         ex.wake_body()
         self.reading = None
 
@@ -252,10 +227,10 @@ class ClientConnection(Client):
 
     def _exchange(self) -> Exchange:
         parser = self.parser
-        version = parser.get_http_version()
+        version = parser.version
         if version not in ("1.1", "1.0"):
             raise Rejected(505)
-        head = scan_request(self._headers)
+        head = scan_request(parser.headers)
         if head.error is not None:
             raise Rejected(400, head.error)
         te = head.te
@@ -263,17 +238,17 @@ class ClientConnection(Client):
         if te is not None and (version != "1.1" or te.strip().lower() != b"chunked"):
             raise Rejected(400, "bad_transfer_encoding")
         try:
-            path, query = split_target(b"".join(self._url))
+            path, query = split_target(parser.url)
         except BadTarget as exc:
             raise Rejected(400, str(exc).replace(" ", "_")) from None
         snapshot = self.gateway.snapshot
         length = head.length
         if length is not None and length > snapshot.limits.max_body:
             raise Rejected(413)
-        method = parser.get_method().decode("ascii")
+        method = parser.method
         has_body = te is not None or bool(length)
         websocket = False
-        if parser.should_upgrade():
+        if parser.upgrade:
             if method == "CONNECT":
                 raise Rejected(405, "method_not_allowed")
             if has_body:
@@ -299,7 +274,7 @@ class ClientConnection(Client):
         request.forwarded_for = head.forwarded
         request.sent = self._headers
         request.client_cert = self.client_cert
-        return Exchange(self, snapshot, request, parser.should_keep_alive() and not websocket,
+        return Exchange(self, snapshot, request, parser.keep_alive() and not websocket,
                         te is not None, length, has_body, expect is not None, websocket)
 
     def _upgrade(self, rest: bytes) -> None:
@@ -315,7 +290,8 @@ class ClientConnection(Client):
         # Any other upgrade (h2c among them) is refused by serving the request as
         # plain HTTP/1.1; it carried no body, so the rest is the next request.
         self.reading = None
-        self.parser = httptools.HttpRequestParser(self)
+        self.parser = RequestParser(self)
+        self._limits = None
         if rest:
             self.data_received(rest)
 

@@ -6,7 +6,7 @@ from fastgw.proxy.exchange cimport Exchange
 
 cdef class UpstreamConnection:
     cdef public Exchange exchange, _completed
-    cdef public object _drain_waiter, _headers, _timer, loop, parser, pool, transport, tunnel
+    cdef public object _drain_waiter, _timer, loop, parser, pool, transport, tunnel
     cdef public bint _response_head_seen, closed, request_sent, reusable, write_paused
     cdef public double _timeout, idle_since, last_read
 
@@ -17,7 +17,6 @@ cdef class UpstreamConnection:
     @cython.locals(exchange=Exchange)
     cpdef _fail(self, error)
     cpdef abandon(self)
-    cpdef on_header(self, name, value)
     @cython.locals(exchange=Exchange)
     cpdef on_headers_complete(self)
     @cython.locals(exchange=Exchange)

@@ -1,6 +1,6 @@
 """One keep-alive connection to an upstream instance, and the response it reads.
 
-The response is parsed with httptools and relayed to the client exchange as it
+The response is parsed by the ``h1`` parser (llhttp) and relayed to the client exchange as it
 arrives: head, body chunks, end. The end is reported only once the parser has
 returned, so the exchange may hand this connection to the next request at
 once. A connection goes back to its pool only after a complete, well-framed
@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 
-import httptools
-
 from .._core import active
+from ..http.parsing import Upgrade
 
 scan_response = active("head").scan_response
+ResponseParser = active("h1").ResponseParser
 
 
 class UpstreamError(Exception):
@@ -36,7 +36,6 @@ class UpstreamConnection:
     __slots__ = (
         "_completed",
         "_drain_waiter",
-        "_headers",
         "_response_head_seen",
         "_timeout",
         "_timer",
@@ -64,7 +63,6 @@ class UpstreamConnection:
         self.closed = False
         self.write_paused = False
         self._drain_waiter: asyncio.Future | None = None
-        self._headers: list[tuple[bytes, bytes]] = []
         self._response_head_seen = False
         self._timer: asyncio.TimerHandle | None = None
         self._timeout = 0.0
@@ -128,16 +126,15 @@ class UpstreamConnection:
             return
         self.last_read = self.loop.time()
         try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self._upgraded(data[exc.args[0] :])
+            self.parser.feed(data)
+        except Upgrade as exc:
+            self._upgraded(data[exc.offset :])
             return
-        except httptools.HttpParserError as exc:
+        except Exception as exc:  # BadMessage, or what a callback raised
             if self._completed is None:
-                cause = exc.__context__
-                if not isinstance(cause, UpstreamError):
-                    cause = UpstreamError(502, "malformed upstream response")
-                self._fail(cause)
+                if type(exc) is not UpstreamError:
+                    exc = UpstreamError(502, "malformed upstream response")
+                self._fail(exc)
                 return
             # Bytes after the end of the response: this connection is not reused.
             self.reusable = False
@@ -156,8 +153,7 @@ class UpstreamConnection:
         if self.parser is None:
             # llhttp resets itself after each complete message; a fresh parser is
             # only needed after a response that did not end as a message (HEAD).
-            self.parser = httptools.HttpResponseParser(self)
-        self._headers = []
+            self.parser = ResponseParser(self)
         self._response_head_seen = False
         self.request_sent = False
         self.reusable = False
@@ -215,32 +211,29 @@ class UpstreamConnection:
         if self.transport is not None:
             self.transport.abort()
 
-    # -- httptools callbacks ------------------------------------------------
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+    # -- parser callbacks -------------------------------------------------
 
     def on_headers_complete(self) -> None:
         exchange = self.exchange
+        parser = self.parser
         if exchange is None:
             raise UpstreamError(502, "upstream sent a response nobody asked for")
-        status = self.parser.get_status_code()
-        headers = self._headers
-        self._headers = []
+        status = parser.status
+        headers = parser.headers
         if 100 <= status < 200 and status != 101:
             return  # interim response (103, or a stray 100): not relayed
         self._response_head_seen = True
         scanned = scan_response(headers, status == 101)
         if type(scanned) is str:
             raise UpstreamError(502, scanned)
-        if self.parser.get_http_version() not in ("1.1", "1.0"):
+        if parser.version not in ("1.1", "1.0"):
             raise UpstreamError(502, "unsupported upstream HTTP version")
         kept, chunked, length = scanned
         exchange.upstream_head(status, kept, chunked, length)
         if exchange.method == "HEAD" and self.exchange is exchange:
             # llhttp cannot be told the request was HEAD, so the head is the whole
             # answer; a connection whose head promised a body is not trusted again.
-            reusable = length == 0 and self.parser.should_keep_alive()
+            reusable = length == 0 and parser.keep_alive()
             self.parser = None
             self._finish(reusable=reusable)
 
@@ -252,9 +245,9 @@ class UpstreamConnection:
     def on_message_complete(self) -> None:
         if not self._response_head_seen or self.exchange is None:
             return
-        if self.parser.get_status_code() == 101:
-            return  # the upgrade itself is reported by feed_data right after
-        self._finish(reusable=self.request_sent and self.parser.should_keep_alive())
+        if self.parser.status == 101:
+            return  # the upgrade itself is reported by feed right after
+        self._finish(reusable=self.request_sent and self.parser.keep_alive())
 
     def _finish(self, reusable: bool) -> None:
         self._completed = self.exchange
@@ -265,7 +258,7 @@ class UpstreamConnection:
         exchange = self.exchange
         self.exchange = None
         self._cancel_timer()
-        if exchange is None or self.parser.get_status_code() != 101:
+        if exchange is None or self.parser.status != 101:
             self._fail(UpstreamError(502, "unexpected upstream upgrade"))
             return
         exchange.upstream_switched(self, rest)
