@@ -272,7 +272,7 @@ class ClientConnection(Client):
             head.request_id or self.request_ids.next(),
         )
         request.forwarded_for = head.forwarded
-        request.sent = self._headers
+        request.sent = parser.headers
         request.client_cert = self.client_cert
         return Exchange(self, snapshot, request, parser.keep_alive() and not websocket,
                         te is not None, length, has_body, expect is not None, websocket)
