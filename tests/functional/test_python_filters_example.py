@@ -4,12 +4,11 @@
 from __future__ import annotations
 
 import shutil
-
-from fastgw.testing.process import SOURCE_ROOT
+from pathlib import Path
 
 from .support import run_python
 
-EXAMPLE = SOURCE_ROOT.parent / "examples" / "python_filters"
+EXAMPLE = Path(__file__).parents[2] / "examples" / "python_filters"
 
 
 def test_the_examples_own_tests_pass(pytester):
