@@ -7,6 +7,7 @@ persistence, and is killed at the end of its test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import itertools
 import logging
@@ -262,6 +263,42 @@ def test_a_client_started_while_redis_is_down_connects_later(tmp_path):
         assert fields(run(main())) == (True, "l", 9, 6, 0)
     finally:
         server.kill()
+
+
+def test_close_is_bounded_even_when_a_cancellation_is_lost(tmp_path):
+    """A cancellation that lands as a connect completes can be swallowed (as
+    ``wait_for`` may do); closing must still end, and reconnecting stop."""
+    server = RedisServer(tmp_path)  # never started: every connect is refused
+
+    async def main():
+        buckets = RedisBuckets(server.url, timeout=0.2, on_error="deny")
+        opens = 0
+        inside = False
+        real_open = buckets._open
+
+        async def open_losing_one_cancel(address, **kwargs):
+            nonlocal opens, inside
+            opens += 1
+            inside = True
+            with contextlib.suppress(asyncio.CancelledError):  # lost, as in the race
+                await asyncio.sleep(0.5)
+            inside = False
+            return await real_open(address, **kwargs)
+
+        buckets._open = open_losing_one_cancel
+        await buckets.start()
+        assert buckets.state == "failing"
+        await until(lambda: opens >= 2 and inside)
+        closing = asyncio.ensure_future(buckets.close())
+        done, _ = await asyncio.wait({closing}, timeout=10)
+        if not done:  # cancel what hangs, then fail
+            buckets._task.cancel()
+            closing.cancel()
+        assert done, "close() did not end"
+        await until(lambda: buckets._task.done())
+        return buckets.state
+
+    assert run(main()) == "closed"
 
 
 # -- URLs, AUTH, databases and TLS -----------------------------------------------------------

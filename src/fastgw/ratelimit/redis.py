@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
 import hashlib
 import logging
 import ssl as _ssl
@@ -135,6 +134,8 @@ BACKOFF_MIN = 0.05
 BACKOFF_MAX = 1.0
 #: a connection that lived this long (s) was no flap: reconnecting starts fast again
 STABLE = 10.0
+#: how long close() waits for the reconnecting task to end (s)
+CLOSE_WAIT = 1.0
 SLOTS = 16384
 MAX_REDIRECTS = 3
 
@@ -526,9 +527,10 @@ class RedisBuckets:
         self.closed = True
         self.healthy = False
         if self._task is not None:
+            # Bounded: a cancellation that lands as a connect completes can be lost
+            # inside wait_for, and a stopping gateway must not wait on Redis.
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.wait({self._task}, timeout=CLOSE_WAIT)
         for task in (*self._connecting.values(), self._refreshing):
             if task is not None:
                 task.cancel()
@@ -539,7 +541,7 @@ class RedisBuckets:
         loop = self._loop
         delay = BACKOFF_MIN
         try:
-            while True:
+            while not self.closed:
                 try:
                     if self.url.cluster:
                         await self._connect_cluster()
