@@ -19,10 +19,11 @@ nothing to do it is the idle deadline (silent close).
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from .._core import active
 from ..http.headers import Headers
-from ..http.parsing import HeadTooLarge, Upgrade
+from ..http.parsing import BadMessage, HeadTooLarge, Upgrade
 from ..http.request import Request
 from ..http.status import error_response
 from ..http.target import BadTarget, split_target
@@ -30,6 +31,8 @@ from ..tls import client_identity, server_uri
 from .client import Client
 from .deadlines import RESOLUTION
 from .exchange import Exchange
+
+log = logging.getLogger("fastgw.proxy")
 
 scan_request = active("head").scan_request
 RequestParser = active("h1").RequestParser
@@ -170,8 +173,11 @@ class ClientConnection(Client):
             self.reject(exc.status, exc.error)
         except HeadTooLarge as exc:
             self.reject(exc.status)
-        except Exception:  # BadMessage, or a fault in a callback
+        except BadMessage:
             self.reject(400, "malformed_request")
+        except Exception:
+            log.exception("connection from %s: failed inside the gateway", self.client_ip)
+            self.reject(500)
         else:
             if self._in_head:
                 limits = self._limits
