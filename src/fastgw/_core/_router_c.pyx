@@ -410,7 +410,7 @@ cdef class Router:
         if self.needs_probe:
             probe = Probe.__new__(Probe)
             probe.host = host
-            probe.header_values = header_values
+            probe.header_values = header_values or request.sent_values
             probe.request = request
         if self.always is not None:
             best = _scan(self.always, best, method, probe)

@@ -826,6 +826,8 @@ class Router:
         self._needs_probe = plan.needs_probe
 
     def match(self, method, host, path, header_values, request=None):
+        """The route index and its URI variables (or None), or None. ``header_values``
+        looks up a header's values by name; None takes ``request.sent_values``."""
         hits = []
         if self._always is not None:
             hits.append(self._always)
@@ -835,7 +837,9 @@ class Router:
         else:
             segs = None
         best = None
-        probe = Probe(host, header_values, request) if self._needs_probe else None
+        probe = None
+        if self._needs_probe:
+            probe = Probe(host, header_values or request.sent_values, request)
         for ends in hits:
             for entry in ends:
                 if best is not None and entry.ordinal >= best.ordinal:

@@ -183,8 +183,8 @@ class Exchange:
                 return
             request = self.request
             snapshot = self.snapshot
-            hit = snapshot.router.match(request.method, request.host, request.path,
-                                        request.sent_values, request)
+            hit = snapshot.router.match(request.method, request.host, request.path, None,
+                                        request)
             if hit is None:
                 cors = snapshot.unrouted_cors
                 if cors is None or not cors.answer_unrouted(self):
@@ -428,8 +428,7 @@ class Exchange:
         hit = None
         if not request.route_id.startswith("forward:"):
             request.path = path
-            hit = snapshot.router.match(request.method, request.host, path,
-                                        request.sent_values, request)
+            hit = snapshot.router.match(request.method, request.host, path, None, request)
         if hit is None:
             self.respond_error(503, "no_fallback")
             self.finish()
