@@ -438,7 +438,8 @@ def test_dicts_report_paths_without_lines():
         "CircuitBreaker, DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
         "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
         "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
-        "RequireScopes, Retry, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
+        "RequireScopes, Retry, RewritePath, RewriteRequestParameter, RewriteResponseHeader, "
+        "SecureHeaders, SetPath, "
         "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
         "TokenRelay)",
     ]
