@@ -1391,6 +1391,9 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("RemoveRequestHeader=Connection", "RemoveRequestHeader: the gateway owns the "
                                            "Connection header"),
         ("RewritePath=/a", "RewritePath takes REGEX, REPLACEMENT"),
+        ("RewriteRequestParameter=campaign", "RewriteRequestParameter takes NAME, REPLACEMENT"),
+        ({"name": "RewriteRequestParameter", "args": {"name": "campaign", "value": "x"}},
+         "RewriteRequestParameter has no argument 'value' (arguments: name, replacement)"),
         ("RewritePath=/a/(, /", '"/a/(" is not a valid regex: missing ), unterminated '
                                 "subpattern at position 3"),
         (r"RewritePath=/a/(?<s>.*), /$\{t}", "replacement \"/${t}\": the regex has no group "
