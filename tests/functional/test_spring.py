@@ -113,6 +113,16 @@ spring:
           uri: lb://echo
           predicates: [Path=/f/remove-parameter/**]
           filters: [RemoveRequestParameter=red]
+        - id: rewriterequestparameter_route
+          uri: lb://echo
+          predicates: [Path=/f/rewrite-parameter/**]
+          filters: ['RewriteRequestParameter=campaign,fall2023']
+        - id: rewriterequestparameter_expanded
+          uri: lb://echo
+          predicates: [Path=/f/rewrite-parameter-args/**]
+          filters:
+            - name: RewriteRequestParameter
+              args: {name: campaign, replacement: 'a b,c'}
         - id: removerequestheader_route
           uri: lb://echo
           predicates: [Path=/f/remove-header/**]
@@ -356,6 +366,20 @@ def test_remove_request_parameter(gateway, upstream, raw):
     upstream.clear()
     get(raw, gateway, "/plain/x?red=1&green=2")
     assert forwarded(upstream).query == "red=1&green=2"
+
+
+def test_rewrite_request_parameter(gateway, upstream, raw):
+    get(raw, gateway, "/f/rewrite-parameter/x?campaign=old")
+    assert forwarded(upstream).query == "campaign=fall2023"
+    upstream.clear()
+    get(raw, gateway, "/f/rewrite-parameter/x?campaign=a&red=1&campaign=b")
+    assert forwarded(upstream).query == "red=1&campaign=fall2023"
+    upstream.clear()
+    get(raw, gateway, "/f/rewrite-parameter/x?red=1")
+    assert forwarded(upstream).query == "red=1"
+    upstream.clear()
+    get(raw, gateway, "/f/rewrite-parameter-args/x?campaign=old")
+    assert forwarded(upstream).query == "campaign=a+b%2Cc"
 
 
 def test_remove_and_set_request_header(gateway, upstream, raw):

@@ -438,7 +438,8 @@ def test_dicts_report_paths_without_lines():
         "CircuitBreaker, DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
         "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
         "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
-        "RequireScopes, Retry, RewritePath, RewriteResponseHeader, SecureHeaders, SetPath, "
+        "RequireScopes, Retry, RewritePath, RewriteRequestParameter, RewriteResponseHeader, "
+        "SecureHeaders, SetPath, "
         "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
         "TokenRelay)",
     ]
@@ -1390,6 +1391,9 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("RemoveRequestHeader=Connection", "RemoveRequestHeader: the gateway owns the "
                                            "Connection header"),
         ("RewritePath=/a", "RewritePath takes REGEX, REPLACEMENT"),
+        ("RewriteRequestParameter=campaign", "RewriteRequestParameter takes NAME, REPLACEMENT"),
+        ({"name": "RewriteRequestParameter", "args": {"name": "campaign", "value": "x"}},
+         "RewriteRequestParameter has no argument 'value' (arguments: name, replacement)"),
         ("RewritePath=/a/(, /", '"/a/(" is not a valid regex: missing ), unterminated '
                                 "subpattern at position 3"),
         (r"RewritePath=/a/(?<s>.*), /$\{t}", "replacement \"/${t}\": the regex has no group "

@@ -47,7 +47,6 @@ JVM_ONLY = {
 # Factories of SCG that fastgw could serve and does not yet.
 NOT_YET = frozenset({
     "LocalResponseCache", "RewriteLocationResponseHeader", "RemoveJsonAttributesResponseBody",
-    "RewriteRequestParameter",
 })
 
 

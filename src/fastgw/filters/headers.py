@@ -79,6 +79,27 @@ class RemoveRequestParameter(Filter):
             request.query = urlencode(kept)
 
 
+@register("RewriteRequestParameter")
+class RewriteRequestParameter(Filter):
+    """Every ``name`` parameter becomes one ``name=replacement``, last as in SCG;
+    a query without ``name`` is left alone."""
+
+    name = "RewriteRequestParameter"
+
+    def __init__(self, args: tuple[str, ...]) -> None:
+        if len(args) != 2 or not args[0]:
+            raise ValueError(f"{self.name} takes NAME, REPLACEMENT")
+        self.param = args[0]
+        self.pair = (args[0], args[1])
+
+    def on_request(self, request: Request) -> None:
+        if request.query:
+            pairs = parse_qsl(request.query, True)
+            kept = [(k, v) for k, v in pairs if k != self.param]
+            if len(kept) != len(pairs):
+                request.query = urlencode([*kept, self.pair])
+
+
 @register("SetResponseHeader")
 class SetResponseHeader(Filter):
     name = "SetResponseHeader"
