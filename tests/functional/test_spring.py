@@ -7,6 +7,8 @@ where each change must not show.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import pytest
 
 from fastgw.testing import GatewayProcess, RecordingUpstream
@@ -158,6 +160,17 @@ spring:
           uri: lb://echo
           predicates: [Path=/f/rewrite-response-header/**]
           filters: ['RewriteResponseHeader=X-Response-Red, password=[^&]+, password=***']
+        - id: rewritelocationresponseheader_route
+          uri: lb://echo
+          predicates: ['Path=/f/location/**,/v3/location/**']
+          filters: ['RewriteLocationResponseHeader=AS_IN_REQUEST, Location, ,']
+        - id: rewritelocation_always_route
+          uri: lb://echo
+          predicates: [Path=/f/location-always/**]
+          filters:
+            - name: RewriteLocationResponseHeader
+              args: {stripVersionMode: ALWAYS_STRIP, hostValue: api.example.com,
+                     protocolsRegex: https}
         - id: setresponseheader_route
           uri: lb://echo
           predicates: [Path=/f/set-response-header/**]
@@ -418,6 +431,27 @@ def test_response_header_filters(gateway, upstream, raw):
     response = get(raw, gateway, f"/plain/x?{query}&header=X-Response-Foo:1")
     assert response.header_values("x-response-red") == ["a=1&password=secret&b=2"]
     assert response.header("x-response-foo") == "1"
+
+
+def test_rewrite_location_response_header(gateway, upstream, raw):
+    def location(target, value):
+        response = get(raw, gateway, f"{target}?header=Location:{quote(value, safe='')}")
+        assert response.status == 200, response
+        return response.header("location")
+
+    # SCG's example: the upstream's host and version give way to the client's Host
+    assert (location("/f/location/x", "http://object-service.prod.example.net/v2/some/object/id")
+            == "http://gateway.test/some/object/id")
+    assert location("/f/location/x", "https://svc:8443/a?b=1") == "https://gateway.test/a?b=1"
+    # a versioned request keeps the version; other protocols and relative ones stay as they are
+    assert location("/v3/location/x", "http://svc:8080/v2/a") == "http://gateway.test/v2/a"
+    assert location("/f/location/x", "ws://svc/v2/a") == "ws://svc/v2/a"
+    assert location("/f/location/x", "/v2/a") == "/v2/a"
+    # expanded form: always strip, a set host, https only
+    assert location("/f/location-always/x", "https://svc/v1/a") == "https://api.example.com/a"
+    assert location("/f/location-always/x", "http://svc/v1/a") == "http://svc/v1/a"
+    # a route without the filter
+    assert location("/plain/x", "http://svc/v2/a") == "http://svc/v2/a"
 
 
 def test_dedupe_response_header(gateway, upstream, raw):

@@ -438,8 +438,8 @@ def test_dicts_report_paths_without_lines():
         "CircuitBreaker, DedupeResponseHeader, ForwardClientCert, MapRequestHeader, PrefixPath, "
         "PreserveHostHeader, RateLimit, RedirectTo, RemoveRequestHeader, "
         "RemoveRequestParameter, RemoveResponseHeader, RequestHeaderSize, RequestSize, "
-        "RequireScopes, Retry, RewritePath, RewriteRequestParameter, RewriteResponseHeader, "
-        "SecureHeaders, SetPath, "
+        "RequireScopes, Retry, RewriteLocationResponseHeader, RewritePath, "
+        "RewriteRequestParameter, RewriteResponseHeader, SecureHeaders, SetPath, "
         "SetRequestHeader, SetRequestHostHeader, SetResponseHeader, SetStatus, StripPrefix, "
         "TokenRelay)",
     ]
@@ -1394,6 +1394,16 @@ def test_rewrite_path_in_yaml(tmp_path):
         ("RewriteRequestParameter=campaign", "RewriteRequestParameter takes NAME, REPLACEMENT"),
         ({"name": "RewriteRequestParameter", "args": {"name": "campaign", "value": "x"}},
          "RewriteRequestParameter has no argument 'value' (arguments: name, replacement)"),
+        ("RewriteLocationResponseHeader=SOMETIMES", "RewriteLocationResponseHeader: "
+         "stripVersionMode is one of NEVER_STRIP, AS_IN_REQUEST, ALWAYS_STRIP, not 'SOMETIMES'"),
+        ("RewriteLocationResponseHeader=AS_IN_REQUEST, Location, , http(", "RewriteLocation"
+         "ResponseHeader: protocolsRegex 'http(': missing ), unterminated subpattern at "
+         "position 4"),
+        ({"name": "RewriteLocationResponseHeader", "args": {"mode": "NEVER_STRIP"}},
+         "RewriteLocationResponseHeader has no argument 'mode' (arguments: stripVersionMode, "
+         "locationHeaderName, hostValue, protocolsRegex)"),
+        ("RewriteLocationResponseHeader=NEVER_STRIP, Connection", "RewriteLocationResponse"
+         "Header: the gateway owns the Connection header"),
         ("RewritePath=/a/(, /", '"/a/(" is not a valid regex: missing ), unterminated '
                                 "subpattern at position 3"),
         (r"RewritePath=/a/(?<s>.*), /$\{t}", "replacement \"/${t}\": the regex has no group "
@@ -1969,8 +1979,8 @@ def test_request_rate_limiter_is_a_rate_limit_keyed_by_the_principal(tmp_path):
                                     "'SetResponseHeader'?)"),
         ("PreserveHostHeadr", "unknown filter 'PreserveHostHeadr' (did you mean "
                               "'PreserveHostHeader'?)"),
-        ("RewriteLocationResponseHeader=AS_IN_REQUEST, Location, ,",
-         "RewriteLocationResponseHeader is not available in fastgw yet"),
+        ("RemoveJsonAttributesResponseBody=id, false",
+         "RemoveJsonAttributesResponseBody is not available in fastgw yet"),
     ],
 )  # fmt: skip
 def test_java_only_factories_and_misspellings_name_their_line(tmp_path, item, message):

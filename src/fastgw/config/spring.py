@@ -48,6 +48,9 @@ FILTER_ARGS: dict[str, tuple[str, ...]] = {
     "RemoveResponseHeader": ("name",),
     "DedupeResponseHeader": ("name", "strategy"),
     "RewriteResponseHeader": ("name", "regexp", "replacement"),
+    "RewriteLocationResponseHeader": (
+        "stripVersionMode", "locationHeaderName", "hostValue", "protocolsRegex",
+    ),
     "SecureHeaders": (),
     "PrefixPath": ("prefix",),
     "SetPath": ("template",),
@@ -63,6 +66,9 @@ FILTER_ARGS: dict[str, tuple[str, ...]] = {
 
 # Arguments a mapping may leave out, as SCG's defaults, so the others keep their places.
 _DEFAULTS = {
+    "RewriteLocationResponseHeader": {"stripVersionMode": "AS_IN_REQUEST",
+                                      "locationHeaderName": "Location", "hostValue": "",
+                                      "protocolsRegex": ""},
     "RequestRateLimiter": {"redisRateLimiter.burstCapacity": "1",
                            "redisRateLimiter.requestedTokens": "1"},
 }

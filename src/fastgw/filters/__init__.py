@@ -46,7 +46,7 @@ JVM_ONLY = {
 }
 # Factories of SCG that fastgw could serve and does not yet.
 NOT_YET = frozenset({
-    "LocalResponseCache", "RewriteLocationResponseHeader", "RemoveJsonAttributesResponseBody",
+    "LocalResponseCache", "RemoveJsonAttributesResponseBody",
 })
 
 

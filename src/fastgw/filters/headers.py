@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, quote, urlencode
 
 from ..config.spring import compile_regex, python_replacement
@@ -176,6 +177,52 @@ class RewriteResponseHeader(Filter):
             headers.remove(self.header)
             for value in values:
                 headers.add(self.header, self.regex.sub(self.replacement, value))
+
+
+STRIP_MODES = ("NEVER_STRIP", "AS_IN_REQUEST", "ALWAYS_STRIP")
+_VERSIONED_PATH = re.compile(r"^/v\d+/")
+
+
+@register("RewriteLocationResponseHeader")
+class RewriteLocationResponseHeader(Filter):
+    """SCG's: the upstream's own ``host[:port]`` (and ``/vN`` version, per the mode) in
+    ``Location`` becomes the client's ``Host`` (or ``hostValue``), for the listed protocols."""
+
+    name = "RewriteLocationResponseHeader"
+
+    def __init__(self, args: tuple[str, ...]) -> None:
+        if len(args) > 4:
+            raise ValueError(f"{self.name} takes STRIP_VERSION_MODE, LOCATION_HEADER_NAME, "
+                             "HOST_VALUE, PROTOCOLS_REGEX")
+        mode, header, host, protocols = (*args, "", "", "", "")[:4]
+        mode = mode.upper() or "AS_IN_REQUEST"
+        if mode not in STRIP_MODES:
+            raise ValueError(f"{self.name}: stripVersionMode is one of "
+                             f"{', '.join(STRIP_MODES)}, not {args[0]!r}")
+        self.mode = mode
+        self.header = _header_name(self.name, header or "Location")
+        self.host = _header_value(self.name, host) if host else None
+        protocols = protocols or "http|https|ftp|ftps"
+        try:
+            re.compile(protocols)
+        except re.error as exc:
+            raise ValueError(f"{self.name}: protocolsRegex {protocols!r}: {exc}") from None
+        # scheme, host[:port], an optional version, then the path (SCG's patterns)
+        self.location = re.compile(rf"(?:{protocols})://[^:/]+(?::\d+)?(?P<version>/v\d+)?(?=/)")
+
+    def on_response(self, request: Request, headers) -> None:
+        location = headers.get(self.header)
+        if location is None:
+            return
+        found = self.location.match(location)
+        host = self.host or request.host
+        if found is None or not host:
+            return
+        strip = self.mode == "ALWAYS_STRIP" or (
+            self.mode == "AS_IN_REQUEST" and not _VERSIONED_PATH.match(request.path))
+        scheme = location[: location.index("://") + 3]
+        kept = "" if strip or found["version"] is None else found["version"]
+        headers[self.header] = scheme + host + kept + location[found.end():]
 
 
 SECURE_HEADERS = (
