@@ -7,6 +7,8 @@ where each change must not show.
 
 from __future__ import annotations
 
+import itertools
+import time
 from urllib.parse import quote
 
 import pytest
@@ -573,6 +575,49 @@ def test_retry_gives_the_last_answer_when_every_attempt_fails(start_gateway, ups
     upstream.clear()
     assert raw(gw.port).exchange("GET", "/status/502").status == 502
     assert len(upstream.requests) == 1
+
+
+def test_retry_waits_its_backoff_between_attempts(start_gateway, upstream, raw):
+    gw = start_gateway({
+        "services": {"echo": {"instances": [upstream.url]}},
+        "spring": {"cloud": {"gateway": {"routes": [{
+            "id": "retry_test", "uri": "lb://echo", "predicates": ["Path=/status/**"],
+            "filters": ["Retry=3, INTERNAL_SERVER_ERROR, GET, 100ms, 300ms, 2, false"],
+        }]}}},
+    })
+    assert raw(gw.port).exchange("GET", "/status/500").status == 500
+    arrivals = [request.arrived for request in upstream.requests]
+    assert len(arrivals) == 4
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
+    # 100ms, 200ms, then 400ms capped at 300ms: lower bounds only
+    waits = (0.1, 0.2, 0.3)
+    assert [gap >= wait for gap, wait in zip(gaps, waits, strict=True)] == [True] * 3, gaps
+    upstream.clear()
+    assert raw(gw.port).exchange("GET", "/status/200").status == 200
+    assert len(upstream.requests) == 1
+
+
+def test_a_client_gone_during_a_backoff_causes_no_further_attempt(start_gateway, upstream,
+                                                                  raw):
+    gw = start_gateway({
+        "services": {"echo": {"instances": [upstream.url]}},
+        "spring": {"cloud": {"gateway": {"routes": [{
+            "id": "retry_test", "uri": "lb://echo", "predicates": ["Path=/status/**"],
+            "filters": [{"name": "Retry", "args": {
+                "retries": 2, "statuses": 500,
+                "backoff": {"first-backoff": "1s", "factor": 1}}}],
+        }]}}},
+    })
+    client = raw(gw.port)
+    client.send(b"GET /status/500 HTTP/1.1\r\nHost: gateway.test\r\n\r\n")
+    deadline = time.monotonic() + 10
+    while not upstream.requests:
+        assert time.monotonic() < deadline, "the first attempt never arrived"
+        time.sleep(0.01)
+    client.close()  # during the 1 s wait before the retry
+    time.sleep(1.5)  # past the wait: a retry would have arrived by now
+    assert len(upstream.requests) == 1
+    assert raw(gw.port).exchange("GET", "/status/200").status == 200
 
 
 # -- CircuitBreaker -------------------------------------------------------------------------

@@ -1370,8 +1370,20 @@ def test_rewrite_path_in_yaml(tmp_path):
          "statusCodes, failureRateThreshold, slidingWindowSize, minimumNumberOfCalls, "
          "waitDurationInOpenState, permittedNumberOfCallsInHalfOpenState)"),
         ("Retry=3, BAD_GATEWAY, POST", "Retry: POST is not idempotent, and is never sent twice"),
-        ("Retry=3, BAD_GATEWAY, GET, 10ms", "Retry: backoff is not available: retries follow "
-                                            "one another at once"),
+        ("Retry=3, BAD_GATEWAY, GET, soon", 'Retry: backoff.firstBackoff: "soon" is not a '
+         "duration (use ms, s, m, h or d, as in 250ms or 30s)"),
+        ("Retry=3, BAD_GATEWAY, GET, 10ms, 5ms", "Retry: backoff.maxBackoff is shorter than "
+                                                 "firstBackoff"),
+        ("Retry=3, BAD_GATEWAY, GET, 10ms, 50ms, 0.5", "Retry: backoff.factor is a number from "
+                                                       "1 to 100, not '0.5'"),
+        ("Retry=3, BAD_GATEWAY, GET, 10ms, 50ms, 2, maybe", "Retry: backoff.basedOnPreviousValue "
+                                                            "is true or false, not 'maybe'"),
+        ("Retry=3, BAD_GATEWAY, GET, 2m", "Retry: backoff.firstBackoff is 2m, more than 60s"),
+        ({"name": "Retry", "args": {"backoff": {"first": "10ms"}}},
+         "Retry: backoff has no argument 'first' (arguments: firstBackoff, maxBackoff, factor, "
+         "basedOnPreviousValue)"),
+        ({"name": "Retry", "args": {"backoff": "10ms"}},
+         "Retry: backoff is a mapping of firstBackoff, maxBackoff, factor, basedOnPreviousValue"),
         ({"name": "Retry", "args": {"exceptions": "java.io.IOException"}},
          "Retry: exceptions names Java exception classes; connection failures and timeouts "
          "are retried as they are"),

@@ -11,7 +11,7 @@ cdef class Exchange:
     cdef public Client connection
     cdef public object _body_waiter, _head, _last_error, _tried, body
     cdef public object extra_headers, length, method, out, preset, route, snapshot
-    cdef public object task, upgrade_rest, upstream
+    cdef public object backoff, task, upgrade_rest, upstream
     cdef public bint _finished, _resolved, _sent, body_done, chunked, expect_continue, has_body
     cdef public bint keep_alive, response_started, until_close, websocket
     cdef public double _attempt_began, started_at

@@ -88,6 +88,7 @@ class Exchange:
         "_resolved",
         "_sent",
         "_tried",
+        "backoff",
         "body",
         "body_bytes",
         "body_done",
@@ -154,6 +155,7 @@ class Exchange:
         self.until_close = False
         self.preset: tuple[int, str | None] | None = None
         self.task: asyncio.Task | None = None
+        self.backoff: asyncio.TimerHandle | None = None  # a retry's wait (Retry's backoff)
         self.started_at = 0.0
         self._finished = False
         self._resolved = True
@@ -372,8 +374,24 @@ class Exchange:
                 or (self._sent and (self.has_body or self.method not in IDEMPOTENT))
                 or self._attempts > service.config.retries):
             self._give_up(outcome)
+            return
+        retry = self.route.retry
+        if retry is not None and retry.waits is not None:
+            waits = retry.waits
+            wait = waits[min(self._attempts, len(waits)) - 1]
+            self.backoff = self.connection.loop.call_later(wait, self._after_backoff)
         else:
             self._attempt()
+
+    def _after_backoff(self) -> None:
+        self.backoff = None
+        try:
+            if self.connection.closing:
+                self.finish()
+            else:
+                self._attempt()
+        except Exception:
+            self._failed_inside()
 
     def _give_up(self, error: UpstreamError) -> None:
         breaker = self.route.breaker
@@ -456,7 +474,12 @@ class Exchange:
 
     def client_gone(self) -> None:
         # A check or a connect still under way finds the connection closing when
-        # it is done, and ends there; one on an upstream connection ends now.
+        # it is done, and ends there; one on an upstream connection ends now, and
+        # so does a wait before a retry.
+        if self.backoff is not None:
+            self.backoff.cancel()
+            self.backoff = None
+            self.finish()
         conn = self.upstream
         if conn is not None:
             conn.abandon()

@@ -80,6 +80,8 @@ class RecordedRequest:
     chunked: bool = False
     connection: int = 0
     """Sequence number of the TCP connection it arrived on (1, 2, ...)."""
+    arrived: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when its head was read."""
 
     @property
     def path(self) -> str:
